@@ -1,0 +1,53 @@
+# Every target sets up .venv on first use: a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# nbval compares stderr: the reference runs and the tests run without progress bars
+QUIET  := EMBEVAL_PROGRESS=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONWARNINGS=ignore
+
+.PHONY: help install run test test-slow lint regen clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the pinned requirements and the helpers package
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip freeze > $(VENV)/pip-freeze.txt
+	touch $(STAMP)
+
+run: install ## main job: every notebook with papermill on the embedded defaults, outputs in results/
+	@mkdir -p results/notebooks
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/papermill --kernel python3 "$$nb" "results/notebooks/$$(basename $$nb)" || exit 1; \
+	done
+	@echo "results:"; find results -name metrics.json -o -name '*.trec' | sort
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check helpers tests conftest.py
+	$(BIN)/mypy
+
+test: lint ## the whole suite: lint, unit tests, papermill smoke runs, nbval on the committed notebooks
+	$(QUIET) $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	  tests $(NOTEBOOKS)
+
+test-slow: install ## the slow reproduction runs only
+	$(QUIET) $(BIN)/pytest -m slow tests
+
+regen: install ## re-execute the committed notebooks in place (the nbval references)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(QUIET) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.record_timing=False \
+	    --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	done
+
+clean: ## remove generated results (keeps .venv)
+	rm -rf results/notebooks results/01_msmarco_eval results/mteb

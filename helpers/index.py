@@ -1,0 +1,198 @@
+"""FAISS indexes built from ``index_factory`` strings, searched in batches, saved with their ids."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from helpers.io import atomic_write, write_json
+from helpers.metrics import Run
+
+METRICS = {"ip": "METRIC_INNER_PRODUCT", "l2": "METRIC_L2"}
+INDEX_FILE = "index.faiss"
+IDS_FILE = "doc_ids.json"
+META_FILE = "index_meta.json"
+
+
+class SearchIndexError(ValueError):
+    """Raised when an index cannot be built, searched or loaded as asked."""
+
+
+def _faiss():  # type: ignore[no-untyped-def]
+    import faiss
+
+    return faiss
+
+
+@dataclass
+class DocIndex:
+    """A FAISS index plus the document id of every vector.
+
+    Attributes:
+        index: the FAISS index (vector i is document ``doc_ids[i]``).
+        doc_ids: document ids in insertion order.
+        factory: the ``index_factory`` string it was built from.
+        metric: ``"ip"`` (inner product; cosine on normalised vectors) or ``"l2"``.
+    """
+
+    index: object
+    doc_ids: list[str]
+    factory: str
+    metric: str
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.index.d)  # type: ignore[attr-defined]
+
+    @property
+    def size(self) -> int:
+        """Number of vectors."""
+        return int(self.index.ntotal)  # type: ignore[attr-defined]
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k search, ``batch_size`` queries at a time.
+
+        Args:
+            queries: float32 array (n, dim).
+            k: hits per query (capped at the index size).
+            batch_size: queries per FAISS call.
+            progress: show a progress bar.
+
+        Returns:
+            ``(scores, positions)``, each (n, k); position -1 marks a missing hit.
+
+        Raises:
+            SearchIndexError: when the query dimension differs from the index's.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise SearchIndexError(
+                f"queries: expected shape (n, {self.dim}) to match the index, got {queries.shape}"
+            )
+        if k < 1 or batch_size < 1:
+            raise SearchIndexError(
+                f"k and batch_size must be positive, got k={k}, batch={batch_size}"
+            )
+        k = min(k, self.size)
+        starts: Iterable[int] = range(0, len(queries), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(list(starts), desc="Searching", unit="batch")
+        scores, positions = [], []
+        for start in starts:
+            s, p = self.index.search(queries[start : start + batch_size], k)  # type: ignore[attr-defined]
+            scores.append(s)
+            positions.append(p)
+        if not scores:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate(scores), np.concatenate(positions)
+
+    def search_run(
+        self,
+        query_ids: Sequence[str],
+        queries: np.ndarray,
+        k: int,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> Run:
+        """Search and return a run: query id -> document id -> score (top k)."""
+        if len(query_ids) != len(queries):
+            raise SearchIndexError(
+                f"query_ids: {len(query_ids)} ids for {len(queries)} query vectors"
+            )
+        scores, positions = self.search(queries, k, batch_size, progress)
+        run: Run = {}
+        for qid, row_scores, row_pos in zip(query_ids, scores, positions, strict=True):
+            run[qid] = {
+                self.doc_ids[p]: float(s)
+                for s, p in zip(row_scores, row_pos, strict=True)
+                if p >= 0
+            }
+        return run
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``index.faiss``, ``doc_ids.json`` and ``index_meta.json`` into ``folder``.
+
+        Each file is written to a temporary name and renamed, so a crash never leaves a
+        half-written index behind.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss = _faiss()
+        atomic_write(folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, tmp))
+        write_json(folder / IDS_FILE, self.doc_ids)
+        meta = {"factory": self.factory, "metric": self.metric, "dim": self.dim, "size": self.size}
+        write_json(folder / META_FILE, meta)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DocIndex:
+        """Read an index written by :meth:`save` and check it against its id list.
+
+        Raises:
+            SearchIndexError: when a file is missing or the id list does not match the index.
+        """
+        folder = Path(folder)
+        for name in (INDEX_FILE, IDS_FILE, META_FILE):
+            if not (folder / name).is_file():
+                raise SearchIndexError(f"index folder {str(folder)!r}: missing {name}")
+        index = _faiss().read_index(str(folder / INDEX_FILE))
+        doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        if len(doc_ids) != index.ntotal or meta.get("dim") != index.d:
+            raise SearchIndexError(
+                f"index folder {str(folder)!r}: {index.ntotal} vectors of dimension {index.d}, "
+                f"but {len(doc_ids)} ids and dimension {meta.get('dim')} in the metadata"
+            )
+        return cls(index, [str(d) for d in doc_ids], meta["factory"], meta["metric"])
+
+
+def build_index(
+    embeddings: np.ndarray,
+    doc_ids: Sequence[str],
+    factory: str = "Flat",
+    metric: str = "ip",
+) -> DocIndex:
+    """Build a FAISS index with ``faiss.index_factory`` and add the vectors.
+
+    Indexes that need training (IVF, PQ, ...) are trained on the same vectors.
+
+    Args:
+        embeddings: float32 array (n, dim), one row per document.
+        doc_ids: the id of each row.
+        factory: an ``index_factory`` string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF256,Flat"``...
+        metric: ``"ip"`` for inner product (cosine on normalised vectors) or ``"l2"``.
+
+    Raises:
+        SearchIndexError: on an unknown metric, mismatched ids, or a factory string FAISS rejects.
+    """
+    if metric not in METRICS:
+        raise SearchIndexError(f"metric: expected one of {list(METRICS)}, got {metric!r}")
+    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(doc_ids):
+        raise SearchIndexError(
+            f"embeddings: expected one row per document id ({len(doc_ids)}), got {vectors.shape}"
+        )
+    if len(set(doc_ids)) != len(doc_ids):
+        raise SearchIndexError("doc_ids: ids must be unique")
+    faiss = _faiss()
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, getattr(faiss, METRICS[metric]))
+    except RuntimeError as err:
+        raise SearchIndexError(f"index_factory: FAISS rejected {factory!r} ({err})") from err
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    return DocIndex(index, list(doc_ids), factory, metric)

