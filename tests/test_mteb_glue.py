@@ -1,0 +1,209 @@
+"""MTEB glue: task selection, local data for each task type, summaries, published scores."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import write_jsonl
+from helpers import mteb_glue as G
+from helpers.data import DataError
+from helpers.notebook import PROJECT_ROOT
+
+
+def test_benchmark_mteb_eng_v1_has_56_tasks_with_cqadupstack_as_one():
+    tasks = G.select_tasks("MTEB(eng, v1)")
+    names = [t.metadata.name for t in tasks]
+    assert len(tasks) == 56 and len(set(names)) == 56
+    assert [n for n in names if n.startswith("CQADupstack")] == ["CQADupstackRetrieval"]
+    clustering = G.select_tasks("MTEB(eng, v1)", types=["Clustering"])
+    assert len(clustering) == 11 and {t.metadata.type for t in clustering} == {"Clustering"}
+
+
+def test_task_names_override_the_benchmark_and_keep_their_order():
+    tasks = G.select_tasks("MTEB(eng, v1)", tasks=["SciFact", "STSBenchmark"])
+    assert [t.metadata.name for t in tasks] == ["SciFact", "STSBenchmark"]
+    assert G.select_tasks(tasks=["SciFact", "STSBenchmark"], types=["STS"])[0].metadata.name == (
+        "STSBenchmark"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": ["SciFakt"]}, r"tasks: unknown task 'SciFakt'; did you mean 'SciFact'"),
+        ({"benchmark": "MTEB(eng, v3)"}, r"benchmark: unknown benchmark .*did you mean"),
+        (
+            {"types": ["Clustring"]},
+            r"task_types: unknown \['Clustring'\]; did you mean 'Clustering'",
+        ),
+    ],
+)
+def test_unknown_names_suggest_the_closest(kwargs, message):
+    with pytest.raises(G.MtebGlueError, match=message):
+        G.select_tasks(**kwargs)
+
+
+def test_default_model_has_its_official_identity():
+    meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
+    assert meta.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta.revision == "8b3219a92973c328a8e22fadcfa821b5dc75636a"
+    assert meta.model_name_as_path() == "sentence-transformers__all-MiniLM-L6-v2"
+
+
+def test_local_folder_model_identity(tmp_path):
+    meta = G.model_meta(str(tmp_path))
+    assert meta.name == f"local/{tmp_path.name}" and meta.revision == "local"
+
+
+def _sts_folder(root, rows=None):
+    folder = root / "STSBenchmark"
+    folder.mkdir(parents=True)
+    rows = rows or [
+        {"sentence1": "A cat sits.", "sentence2": "A cat is sitting.", "score": 4.8, "extra": 1},
+        {"sentence1": "A man runs.", "sentence2": "It rains.", "score": 0.2, "extra": 2},
+    ]
+    write_jsonl(folder / "test.jsonl", rows)
+    return folder
+
+
+def test_local_sts_data_keeps_official_metadata(tmp_path):
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    G.use_local_data(task, _sts_folder(tmp_path))
+    task.load_data()
+    assert task.metadata.main_score == "cosine_spearman" and task.metadata.eval_splits == ["test"]
+    assert task.dataset["test"]["sentence1"] == ["A cat sits.", "A man runs."]
+    assert task.dataset["test"]["score"] == [4.8, 0.2]
+
+
+def test_local_sts_missing_column_is_named(tmp_path):
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    G.use_local_data(task, _sts_folder(tmp_path, [{"sentence1": "a", "sentence2": "b"}]))
+    with pytest.raises(G.MtebGlueError, match=r"needs column\(s\) \['score'\]"):
+        task.load_data()
+
+
+def test_local_classification_needs_train_split(tmp_path):
+    (task,) = G.select_tasks(tasks=["Banking77Classification"])
+    folder = tmp_path / "b77"
+    folder.mkdir()
+    write_jsonl(folder / "test.jsonl", [{"text": "card?", "label": "card_arrival"}])
+    G.use_local_data(task, folder)
+    with pytest.raises(G.MtebGlueError, match=r"needs train\.jsonl .*\['text', 'label'\]"):
+        task.load_data()
+
+
+def test_local_retrieval_from_beir_folder(beir_folder):
+    (task,) = G.select_tasks(tasks=["SciFact"])
+    G.use_local_data(task, beir_folder)
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    assert split["corpus"]["id"] == ["d1", "d2", "d3"]
+    assert split["corpus"]["title"] == ["Cats", "", ""]
+    assert split["queries"]["id"] == ["q1", "q2"]  # only judged queries, as mteb keeps
+    assert split["relevant_docs"] == {"q1": {"d1": 2, "d3": 0}, "q2": {"d2": 1}}
+
+
+def test_local_retrieval_wrong_layout(tmp_path):
+    (task,) = G.select_tasks(tasks=["SciFact"])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "x"}])
+    G.use_local_data(task, tmp_path)
+    with pytest.raises(G.MtebGlueError, match="needs the BEIR layout"):
+        task.load_data()
+
+
+def test_missing_data_folder(tmp_path):
+    (task,) = G.select_tasks(tasks=["SciFact"])
+    with pytest.raises(G.MtebGlueError, match="does not exist"):
+        G.use_local_data(task, tmp_path / "nope")
+
+
+def test_malformed_local_file(tmp_path):
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    folder = _sts_folder(tmp_path)
+    (folder / "test.jsonl").write_text(
+        '{"sentence1": "a", "sentence2": "b", "score": 1}\nnot json\n'
+    )
+    G.use_local_data(task, folder)
+    with pytest.raises(DataError, match=r"test\.jsonl, line 2"):
+        task.load_data()
+
+
+def test_attach_local_data_by_task_name(tmp_path):
+    _sts_folder(tmp_path)
+    tasks = G.select_tasks(tasks=["STSBenchmark", "SciFact"])
+    assert G.attach_local_data(tasks, tmp_path) == {"STSBenchmark": "local", "SciFact": "hub"}
+
+
+class _FakeResult:
+    """A TaskResult stand-in: one main score per split."""
+
+    def __init__(self, name, scores):
+        self.task_name = name
+        self.scores = {split: [{"main_score": s}] for split, s in scores.items()}
+
+    def get_score(self, splits, languages=None):
+        return sum(self.scores[s][0]["main_score"] for s in splits) / len(splits)
+
+
+def _fake_task(name, task_type, splits=("test",)):
+    return SimpleNamespace(
+        metadata=SimpleNamespace(
+            name=name,
+            type=task_type,
+            eval_splits=list(splits),
+            main_score="m",
+            is_multilingual=False,
+        )
+    )
+
+
+def test_summarize_like_the_leaderboard():
+    tasks = [
+        _fake_task("R1", "Retrieval"),
+        _fake_task("R2", "Retrieval"),
+        _fake_task("S1", "STS"),
+        _fake_task("C1", "Classification"),
+    ]
+    results = [
+        _FakeResult("R1", {"test": 0.2}),
+        _FakeResult("R2", {"test": 0.4}),
+        _FakeResult("S1", {"test": 0.9, "dev": 0.1}),
+    ]
+    summary = G.summarize(results, tasks)
+    assert summary["per_task"]["S1"]["main_score"] == 0.9  # only the evaluation split
+    assert summary["per_type"] == pytest.approx({"Retrieval": 0.3, "STS": 0.9})
+    assert summary["mean_task"] == pytest.approx((0.2 + 0.4 + 0.9) / 3)
+    assert summary["mean_task_type"] == pytest.approx((0.3 + 0.9) / 2)
+    assert summary["missing"] == ["C1"]
+
+
+def test_published_snapshot_matches_the_shared_reference_file():
+    published = G.published_scores()
+    assert published[("sentence-transformers/all-MiniLM-L6-v2", "STSBenchmark", "test")] == (
+        pytest.approx(0.820325, abs=1e-6)
+    )
+    assert published[("BAAI/bge-base-en-v1.5", "SciFact", "test")] == 0.74345
+    shared = (
+        PROJECT_ROOT.parent / "shared" / "data" / "reference-scores" / "mteb_reference_scores.json"
+    )
+    if shared.is_file():
+        assert json.loads(shared.read_text()) == json.loads(G.PUBLISHED_SCORES_FILE.read_text())
+
+
+def test_compare_with_published():
+    summary = {
+        "per_task": {
+            "STSBenchmark": {"split": "test", "metric": "cosine_spearman", "main_score": 0.8213},
+            "Unknown": {"split": "test", "metric": "m", "main_score": 0.5},
+        }
+    }
+    published = {("m/x", "STSBenchmark", "test"): 0.8203}
+    rows = {r["task"]: r for r in G.compare_with_published(summary, "m/x", published, 0.002)}
+    assert rows["STSBenchmark"]["difference"] == pytest.approx(0.001)
+    assert rows["STSBenchmark"]["reproduced"] is True
+    assert rows["Unknown"]["published"] is None and rows["Unknown"]["reproduced"] is None
+    strict = G.compare_with_published(summary, "m/x", published, 0.0005)
+    assert strict[0]["reproduced"] is False
