@@ -22,6 +22,7 @@ import gzip
 import io
 import json
 import random
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,22 +193,35 @@ def _load_beir_folder(folder: Path, split: str) -> tuple[dict[str, str], dict[st
         if path is None:
             raise DataError(f"dataset: missing {label} file {expected} (or {expected}.gz)")
     assert corpus_path and queries_path and qrels_path
-    corpus = {}
+    corpus: dict[str, str] = {}
     for i, rec in enumerate(read_jsonl(corpus_path), start=1):
-        _require(rec, ("_id", "text"), f"{corpus_path}, line {i}")
-        corpus[str(rec["_id"])] = f"{rec.get('title') or ''} {rec['text']}".strip()
-    queries = {}
+        where = f"{corpus_path}, line {i}"
+        _require(rec, ("_id", "text"), where)
+        text = f"{rec.get('title') or ''} {rec['text']}".strip()
+        _add_unique(corpus, str(rec["_id"]), text, where)
+    queries: dict[str, str] = {}
     for i, rec in enumerate(read_jsonl(queries_path), start=1):
-        _require(rec, ("_id", "text"), f"{queries_path}, line {i}")
-        queries[str(rec["_id"])] = str(rec["text"])
+        where = f"{queries_path}, line {i}"
+        _require(rec, ("_id", "text"), where)
+        _add_unique(queries, str(rec["_id"]), str(rec["text"]).strip(), where)
     return queries, corpus, read_qrels_tsv(qrels_path)
+
+
+def _add_unique(target: dict[str, str], key: str, text: str, where: str) -> None:
+    """Add an id and its text, refusing duplicate ids and empty texts."""
+    if key in target:
+        raise DataError(f"{where}: duplicate id {key!r}")
+    if not text:
+        raise DataError(f"{where}: empty text for id {key!r}")
+    target[key] = text
 
 
 def _hub_corpus(records: Iterator[dict[str, Any]], where: str) -> dict[str, str]:
     corpus: dict[str, str] = {}
     for i, rec in enumerate(records):
-        _require(rec, ("content",), f"{where}, record {i}")
-        corpus[_record_id(rec, DOC_ID_FIELDS, str(i))] = str(rec["content"])
+        at = f"{where}, record {i}"
+        _require(rec, ("content",), at)
+        _add_unique(corpus, _record_id(rec, DOC_ID_FIELDS, str(i)), str(rec["content"]).strip(), at)
     return corpus
 
 
@@ -223,7 +237,7 @@ def _hub_queries(
     for i, rec in enumerate(records):
         _require(rec, ("query", "positive"), f"{where}, record {i}")
         qid = _record_id(rec, QUERY_ID_FIELDS, str(i))
-        queries[qid] = str(rec["query"])
+        _add_unique(queries, qid, str(rec["query"]).strip(), f"{where}, record {i}")
         for text in rec["positive"] or []:
             doc_ids = by_text.get(text)
             if doc_ids is None:
@@ -279,6 +293,7 @@ def load_retrieval_data(
     num_queries: int = 0,
     max_corpus: int = 0,
     seed: int = 0,
+    dangling: str = "warn",
 ) -> RetrievalData:
     """Load queries, corpus and judgements from a local folder or a hub id.
 
@@ -294,13 +309,19 @@ def load_retrieval_data(
             kept queries plus a seeded random sample of the others, up to this many in all.
             Scores on a reduced corpus are higher than on the full one.
         seed: seed of that sample.
+        dangling: judgements on documents missing from the corpus, or judged queries
+            missing from the queries: ``"warn"``, ``"error"`` or ``"ignore"``
+            (:func:`check_judgements`).
 
     Returns:
         The collection, with ids kept and judgements restricted to the kept queries.
 
     Raises:
-        DataError: on a missing folder or file, a wrong layout or malformed records.
+        DataError: on a missing folder or file, a wrong layout, malformed records,
+            duplicate ids, empty texts, or (``dangling="error"``) dangling judgements.
     """
+    if dangling not in DANGLING_CHOICES:
+        raise DataError(f"dangling: expected one of {list(DANGLING_CHOICES)}, got {dangling!r}")
     if num_queries < 0:
         raise DataError(f"num_queries: expected 0 (all) or a positive count, got {num_queries}")
     if max_corpus < 0:
@@ -342,18 +363,18 @@ def load_retrieval_data(
                 raise
         if not ("query" in first and "positive" in first):
             snapshot = _hub_snapshot(name)
-            return load_retrieval_data(snapshot, None, split, num_queries, max_corpus, seed)
+            return load_retrieval_data(
+                snapshot, None, split, num_queries, max_corpus, seed, dangling
+            )
         layout, split = "hub", hub_split
         docs = _load_hub_corpus(corpus if corpus else f"{name}-corpus", default_folder=None)
         queries, qrels, unmatched = _hub_queries(_chain(first, rows), docs, name)
         notes["positives_not_in_corpus"] = unmatched
 
-    return _subset(
-        RetrievalData(name, layout, split, queries, docs, qrels, notes),
-        num_queries,
-        max_corpus,
-        seed,
-    )
+    data = RetrievalData(name, layout, split, queries, docs, qrels, notes)
+    counts = check_judgements(data, dangling)
+    notes.update({k: v for k, v in counts.items() if v})
+    return _subset(data, num_queries, max_corpus, seed)
 
 
 def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -386,6 +407,59 @@ def _load_hub_corpus(corpus: str | Path | None, default_folder: Path | None) -> 
             raise DataError(str(err)) from err
         return _hub_corpus(_hub_records(str(corpus), "train"), str(corpus))
     raise DataError(f"corpus: {str(corpus)!r} is neither an existing folder/file nor a hub id")
+
+
+DANGLING_CHOICES = ("warn", "error", "ignore")
+
+
+def check_judgements(data: RetrievalData, dangling: str = "warn") -> dict[str, int]:
+    """Count judgements that point outside the collection, and act on them.
+
+    Args:
+        data: a loaded collection (before sub-setting).
+        dangling: ``"warn"`` (a warning, then go on), ``"error"`` (raise) or ``"ignore"``.
+
+    Returns:
+        ``{"judged_queries_not_in_queries": n, "judgements_on_documents_not_in_corpus": m}``
+        (for the hub layout the second counts positive texts found nowhere in the corpus).
+
+    Raises:
+        DataError: with ``dangling="error"`` when either count is positive, or on an
+            unknown ``dangling`` value.
+    """
+    if dangling not in DANGLING_CHOICES:
+        raise DataError(f"dangling: expected one of {list(DANGLING_CHOICES)}, got {dangling!r}")
+    unknown_queries = [q for q in data.qrels if q not in data.queries]
+    unknown_docs = [
+        (q, d) for q, judged in data.qrels.items() for d in judged if d not in data.corpus
+    ]
+    counts = {
+        "judged_queries_not_in_queries": len(unknown_queries),
+        "judgements_on_documents_not_in_corpus": len(unknown_docs)
+        + int(data.notes.get("positives_not_in_corpus", 0)),
+    }
+    if any(counts.values()) and dangling != "ignore":
+        problems = []
+        if unknown_queries:
+            problems.append(
+                f"{len(unknown_queries)} judged queries are not in the queries file "
+                f"(e.g. {unknown_queries[:3]})"
+            )
+        if counts["judgements_on_documents_not_in_corpus"]:
+            example = f" (e.g. {unknown_docs[:3]})" if unknown_docs else ""
+            problems.append(
+                f"{counts['judgements_on_documents_not_in_corpus']} judgements point at "
+                f"documents not in the corpus{example}; they can never be retrieved, so recall "
+                "and nDCG cannot reach 1"
+            )
+        message = (
+            f"dataset {data.name!r}: {'; '.join(problems)}. Set dangling='ignore' to accept "
+            "this, or 'error' to refuse it."
+        )
+        if dangling == "error":
+            raise DataError(message)
+        warnings.warn(message, stacklevel=2)
+    return counts
 
 
 def _subset(data: RetrievalData, num_queries: int, max_corpus: int, seed: int) -> RetrievalData:

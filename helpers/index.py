@@ -137,26 +137,81 @@ class DocIndex:
         write_json(folder / META_FILE, meta)
         return folder
 
-    @classmethod
-    def load(cls, folder: str | Path) -> DocIndex:
-        """Read an index written by :meth:`save` and check it against its id list.
+    def check_compatible(self, dim: int, metric: str = "ip") -> None:
+        """Refuse an index that cannot answer a model's queries.
 
         Raises:
-            SearchIndexError: when a file is missing or the id list does not match the index.
+            SearchIndexError: when the dimension or the metric differs from what is given.
+        """
+        if self.dim != dim:
+            raise SearchIndexError(
+                f"index: its vectors have dimension {self.dim}, the model's have {dim}; "
+                "the index was built with another model: rebuild it"
+            )
+        if self.metric != metric:
+            raise SearchIndexError(
+                f"index: built for metric {self.metric!r}, expected {metric!r}: rebuild it"
+            )
+
+    @classmethod
+    def load(
+        cls, folder: str | Path, expected_dim: int | None = None, expected_metric: str | None = None
+    ) -> DocIndex:
+        """Read an index written by :meth:`save` and check it against its id list.
+
+        Args:
+            folder: the folder :meth:`save` wrote.
+            expected_dim: when given, the model's dimension the index must have.
+            expected_metric: when given, the metric the index must use.
+
+        Raises:
+            SearchIndexError: when a file is missing or unreadable, the id list does not match
+                the index, or the index does not fit the expected dimension or metric.
         """
         folder = Path(folder)
         for name in (INDEX_FILE, IDS_FILE, META_FILE):
             if not (folder / name).is_file():
                 raise SearchIndexError(f"index folder {str(folder)!r}: missing {name}")
-        index = _faiss().read_index(str(folder / INDEX_FILE))
-        doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        try:
+            index = _faiss().read_index(str(folder / INDEX_FILE))
+            doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        except (RuntimeError, ValueError) as err:
+            raise SearchIndexError(
+                f"index folder {str(folder)!r}: unreadable or truncated ({err}); rebuild it"
+            ) from err
         if len(doc_ids) != index.ntotal or meta.get("dim") != index.d:
             raise SearchIndexError(
                 f"index folder {str(folder)!r}: {index.ntotal} vectors of dimension {index.d}, "
                 f"but {len(doc_ids)} ids and dimension {meta.get('dim')} in the metadata"
             )
-        return cls(index, [str(d) for d in doc_ids], meta["factory"], meta["metric"])
+        loaded = cls(index, [str(d) for d in doc_ids], meta["factory"], meta["metric"])
+        if expected_dim is not None:
+            loaded.check_compatible(expected_dim, expected_metric or loaded.metric)
+        elif expected_metric is not None:
+            loaded.check_compatible(loaded.dim, expected_metric)
+        return loaded
+
+
+def check_factory(factory: str, metric: str = "ip", dim: int = 64) -> None:
+    """Check an ``index_factory`` string and a metric before any vector is computed.
+
+    Pass the model's ``dim``: some indexes only fit some dimensions (``PQm`` needs m to
+    divide it).
+
+    Raises:
+        SearchIndexError: when FAISS rejects the string or the metric is unknown.
+    """
+    if metric not in METRICS:
+        raise SearchIndexError(f"metric: expected one of {list(METRICS)}, got {metric!r}")
+    faiss = _faiss()
+    try:
+        faiss.index_factory(dim, factory, getattr(faiss, METRICS[metric]))
+    except RuntimeError as err:
+        raise SearchIndexError(
+            f"index_factory: FAISS rejected {factory!r} (examples: 'Flat', 'HNSW32', "
+            f"'IVF256,Flat', 'IVF256,PQ16', 'SQ8'): {str(err).strip().splitlines()[-1]}"
+        ) from err
 
 
 def build_index(

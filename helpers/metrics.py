@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -185,6 +186,17 @@ METRIC_DEFINITIONS: dict[str, str] = {
 }
 
 
+SHORT_DEFINITIONS: dict[str, str] = {
+    "ndcg": "graded gain, ideal from all judgements",
+    "recall": "relevant in top k / all relevant R",
+    "capped_recall": "relevant in top k / min(k, R)",
+    "success": "1 if any relevant in top k",
+    "mrr": "1 / rank of first relevant, if <= k",
+    "map": "AP of the top k, divided by R",
+    "precision": "relevant in top k / k",
+}
+"""One line per metric, for the column next to its numbers."""
+
 # ---------------------------------------------------------------------------
 # HIGH LEVEL FUNCTIONS: a whole run
 # ---------------------------------------------------------------------------
@@ -205,6 +217,21 @@ class Evaluation:
     mean: dict[str, float]
     num_queries: int
     relevance_level: int
+
+
+def check_cutoffs(cutoffs: Sequence[Any]) -> list[int]:
+    """Validate cut-offs and return them sorted and without repeats.
+
+    Raises:
+        ValueError: unless every cut-off is a positive integer and there is at least one.
+    """
+    values = list(cutoffs) if isinstance(cutoffs, (list, tuple)) else None
+    if not values or any(
+        isinstance(k, bool) or not isinstance(k, (int, float)) or int(k) != k or k < 1
+        for k in values
+    ):
+        raise ValueError(f"cutoffs: expected a list of positive integers, got {cutoffs!r}")
+    return sorted({int(k) for k in values})
 
 
 def metric_keys(metrics: Sequence[str], cutoffs: Sequence[int]) -> list[str]:
@@ -243,8 +270,7 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown}; expected names from {list(METRICS)}")
-    if not cutoffs or any(int(k) != k or k < 1 for k in cutoffs):
-        raise ValueError(f"cutoffs: expected positive integers, got {list(cutoffs)}")
+    check_cutoffs(cutoffs)
     if relevance_level < 1:
         raise ValueError(f"relevance_level: expected an integer >= 1, got {relevance_level}")
     if not qrels:

@@ -230,6 +230,18 @@ def _flag_progress(enabled: bool) -> Iterator[None]:
             setattr(module, name, factory)
 
 
+def check_encoder_settings(backend: str, batch_size: int) -> None:
+    """Check the backend and batch size before anything is loaded.
+
+    Raises:
+        ModelError: naming the parameter.
+    """
+    if backend not in BACKENDS:
+        raise ModelError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ModelError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+
 def load_encoder(
     model: str = DEFAULT_MODEL,
     backend: str = "sentence-transformers",
@@ -258,10 +270,7 @@ def load_encoder(
     Raises:
         ModelError: on an unknown backend, a bad batch size, or a model that does not load.
     """
-    if backend not in BACKENDS:
-        raise ModelError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
-    if batch_size < 1:
-        raise ModelError(f"batch_size: expected a positive integer, got {batch_size}")
+    check_encoder_settings(backend, batch_size)
     path, revision = resolve_model(model)
     device = pick_device(device)
     fp16 = bool(use_fp16) and device.startswith("cuda")

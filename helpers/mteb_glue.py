@@ -347,16 +347,48 @@ def attach_local_data(tasks: Sequence[Any], data_root: str | Path | None) -> dic
     Returns:
         task name -> ``"local"`` or ``"hub"``, the source each task will read.
     """
+    if data_root and not Path(data_root).is_dir():
+        raise MtebGlueError(
+            f"data_root: {str(data_root)!r} is not a folder; expected one sub-folder per task, "
+            "named exactly as the task (e.g. data/mteb/STSBenchmark)"
+        )
     sources: dict[str, str] = {}
     for task in tasks:
         name = task.metadata.name
         folder = Path(data_root) / name if data_root else None
         if folder is not None and folder.is_dir():
             use_local_data(task, folder)
-            sources[name] = "local"
+            problem = local_data_problem(task, folder)
+            task.local_data_problem = problem
+            sources[name] = f"local: {problem}" if problem else "local"
         else:
             sources[name] = "hub"
     return sources
+
+
+def local_data_problem(task: Any, folder: Path) -> str | None:
+    """A quick check, before anything runs, that a task's local folder has its files.
+
+    Returns:
+        What is missing, or None. (Columns are checked when the data loads, after the
+        task's own transform.)
+    """
+    subsets = task.hf_subsets if task.metadata.is_multilingual else [""]
+    missing = []
+    for subset in subsets:
+        base = folder / subset if subset else folder
+        if _is_retrieval_task(task):
+            needed = ["corpus.jsonl", "queries.jsonl"] + [
+                f"qrels/{s}.tsv" for s in task.metadata.eval_splits
+            ]
+        else:
+            needed = [f"{s}.jsonl" for s in local_splits(task)]
+        for name in needed:
+            if find_file(base / Path(name).parent, Path(name).name) is None:
+                missing.append(str(Path(subset) / name) if subset else name)
+    if missing:
+        return f"missing {', '.join(missing)} (or .gz) in {folder}"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -438,6 +470,8 @@ def run_tasks(
     meta = model.mteb_model_meta
     folder = result_folder(output_dir, meta)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # left by a run killed in the middle of a write
+        stale.unlink()
     write_json(folder / "model_meta.json", json.loads(json.dumps(meta.to_dict(), default=str)))
     outcomes = []
     for task in tasks:
@@ -448,6 +482,8 @@ def run_tasks(
             outcomes.append(TaskOutcome(name, "skipped", path))
             continue
         try:
+            if getattr(task, "local_data_problem", None):
+                raise MtebGlueError(f"data folder for {name}: {task.local_data_problem}")
             if getattr(task, "local_data_folder", None) is None:
                 reason = hub_offline_reason()
                 if reason is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from helpers.io import write_text
-from helpers.metrics import METRIC_DEFINITIONS, Run, rank_documents
+from helpers.metrics import METRIC_DEFINITIONS, SHORT_DEFINITIONS, Run, rank_documents
 
 DECIMALS = 4
 
@@ -25,6 +25,7 @@ def metrics_table(
     metrics: Sequence[str],
     cutoffs: Sequence[int],
     decimals: int = DECIMALS,
+    definitions: bool = True,
 ) -> pd.DataFrame:
     """Mean metrics as a table: one row per metric, one column per cut-off ``@k``.
 
@@ -33,10 +34,13 @@ def metrics_table(
         metrics: row order (names from :data:`helpers.metrics.METRICS`).
         cutoffs: column order.
         decimals: rounding.
+        definitions: add a column with each metric's one-line definition.
     """
     rows = {m: [round(mean[f"{m}_at_{k}"], decimals) for k in cutoffs] for m in metrics}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[f"@{k}" for k in cutoffs])
     table.index.name = "metric"
+    if definitions:
+        table["definition"] = [SHORT_DEFINITIONS[m] for m in metrics]
     return table
 
 
@@ -129,3 +133,34 @@ def plot_metrics_by_cutoff(
     if title:
         ax.set_title(title)
     return ax
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]], decimals: int = DECIMALS) -> pd.DataFrame:
+    """Paired comparisons (``PairedComparison.as_dict()``) as a rounded table by metric."""
+    table = pd.DataFrame(list(rows)).set_index("metric")
+    numeric = [
+        "mean_a",
+        "mean_b",
+        "mean_difference",
+        "ci_low",
+        "ci_high",
+        "t_statistic",
+        "t_test_p",
+        "randomization_p",
+    ]
+    table[numeric] = table[numeric].astype(float).round(decimals) + 0.0
+    return table[
+        [
+            "num_queries",
+            "mean_a",
+            "mean_b",
+            "mean_difference",
+            "ci_low",
+            "ci_high",
+            "t_test_p",
+            "randomization_p",
+            "wins",
+            "losses",
+            "ties",
+        ]
+    ]

@@ -22,7 +22,7 @@ def test_beir_folder(beir_folder):
 
 
 def test_hub_folder_positives_become_id_judgements(hub_folder):
-    data = load_retrieval_data(hub_folder)
+    data = load_retrieval_data(hub_folder, dangling="ignore")
     assert data.layout == "hub"
     assert data.queries == {"0": "what do cats do", "1": "what do dogs do"}
     assert data.qrels == {"0": {"0": 1, "2": 1}, "1": {"1": 1}}
@@ -38,7 +38,7 @@ def test_hub_layout_keeps_ids_and_separate_corpus(tmp_path, hub_folder):
             {"id": 42, "query": "what do dogs do", "positive": ["Dogs bark."]},
         ],
     )
-    data = load_retrieval_data(hub_folder, corpus=corpus)
+    data = load_retrieval_data(hub_folder, corpus=corpus, dangling="ignore")
     assert data.queries == {"42": "what do dogs do"}
     assert data.qrels == {"42": {"p7": 1}}
 
@@ -124,3 +124,52 @@ def test_hub_id_offline_fails_fast_and_names_the_default():
 def test_negative_counts_rejected(beir_folder, field):
     with pytest.raises(DataError, match=field):
         load_retrieval_data(beir_folder, **{field: -1})
+
+
+def test_duplicate_ids_are_refused(beir_folder):
+    (beir_folder / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "b"}\n{"_id": "q1", "text": "c"}\n'
+    )
+    with pytest.raises(DataError, match=r"queries\.jsonl, line 3: duplicate id 'q1'"):
+        load_retrieval_data(beir_folder)
+
+
+def test_empty_texts_are_refused(hub_folder):
+    write_jsonl(hub_folder / "corpus.jsonl", [{"content": "Cats purr."}, {"content": "  "}])
+    with pytest.raises(DataError, match=r"corpus\.jsonl, record 1: empty text for id '1'"):
+        load_retrieval_data(hub_folder)
+
+
+def _with_dangling(folder):
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\tgone\t2\nq9\td2\t1\n"
+    )
+    return folder
+
+
+def test_dangling_judgements_warn_by_default_and_are_counted(beir_folder):
+    with pytest.warns(
+        UserWarning,
+        match=r"1 judged queries are not in the queries file.*"
+        r"1 judgements point at documents not in the corpus",
+    ):
+        data = load_retrieval_data(_with_dangling(beir_folder))
+    assert data.notes["judged_queries_not_in_queries"] == 1
+    assert data.notes["judgements_on_documents_not_in_corpus"] == 1
+    # the judgement stays: trec_eval counts it in R and in nDCG's ideal
+    assert data.qrels["q1"] == {"d1": 1, "gone": 2}
+
+
+def test_dangling_judgements_error_or_ignore(beir_folder, recwarn):
+    _with_dangling(beir_folder)
+    with pytest.raises(DataError, match=r"dangling='ignore'"):
+        load_retrieval_data(beir_folder, dangling="error")
+    load_retrieval_data(beir_folder, dangling="ignore")
+    assert not [w for w in recwarn if "judged" in str(w.message)]
+    with pytest.raises(DataError, match="dangling: expected one of"):
+        load_retrieval_data(beir_folder, dangling="maybe")
+
+
+def test_hub_unmatched_positive_warns(hub_folder):
+    with pytest.warns(UserWarning, match="1 judgements point at documents not in the corpus"):
+        load_retrieval_data(hub_folder)

@@ -79,3 +79,33 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "x" / "doc_ids.json").write_text('["only-one"]')
     with pytest.raises(SearchIndexError, match="500 vectors"):
         DocIndex.load(tmp_path / "x")
+
+
+def test_load_refuses_an_index_of_another_model(tmp_path):
+    build_index(DOCS, DOC_IDS).save(tmp_path / "idx")
+    with pytest.raises(SearchIndexError, match="dimension 32, the model's have 384"):
+        DocIndex.load(tmp_path / "idx", expected_dim=384)
+    with pytest.raises(SearchIndexError, match="metric 'ip', expected 'l2'"):
+        DocIndex.load(tmp_path / "idx", expected_dim=32, expected_metric="l2")
+    assert DocIndex.load(tmp_path / "idx", expected_dim=32, expected_metric="ip").size == 500
+
+
+def test_load_refuses_a_truncated_index(tmp_path):
+    build_index(DOCS, DOC_IDS).save(tmp_path / "idx")
+    data = (tmp_path / "idx" / "index.faiss").read_bytes()
+    (tmp_path / "idx" / "index.faiss").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SearchIndexError, match="unreadable or truncated"):
+        DocIndex.load(tmp_path / "idx")
+
+
+def test_check_factory_before_any_encoding():
+    from helpers.index import check_factory
+
+    for factory in ("Flat", "HNSW32", "IVF256,Flat", "IVF64,PQ16", "SQ8"):
+        check_factory(factory, dim=384)
+    with pytest.raises(SearchIndexError, match="index_factory: FAISS rejected 'HNSWx'.*examples"):
+        check_factory("HNSWx", dim=384)
+    with pytest.raises(SearchIndexError, match="index_factory"):
+        check_factory("PQ7", dim=384)  # 7 does not divide 384
+    with pytest.raises(SearchIndexError, match="metric"):
+        check_factory("Flat", metric="dot")

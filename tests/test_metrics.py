@@ -195,3 +195,13 @@ def test_tutorial_comparison_rows():
     assert table["@1"]["success"] == 0.0
     # binary, retrieved-only ideal: one relevant retrieved at rank 2 of 3 -> 1/log2(3)
     assert table["@2"]["tutorial nDCG (binary, retrieved only)"] == pytest.approx(1 / math.log2(3))
+
+
+@pytest.mark.parametrize("bad", [[], [0], [1, -5], [2.5], ["10"], "10", [True], None])
+def test_check_cutoffs_rejects(bad):
+    with pytest.raises(ValueError, match="cutoffs: expected a list of positive integers"):
+        M.check_cutoffs(bad)
+
+
+def test_check_cutoffs_sorts_and_dedups():
+    assert M.check_cutoffs([100, 10, 1, 10, 5.0]) == [1, 5, 10, 100]

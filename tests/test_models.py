@@ -91,3 +91,11 @@ def test_hub_id_offline_fails_fast_naming_the_default():
     with pytest.raises(ModelError, match=r"BAAI/bge-base-en-v1.5.*not reachable.*all-MiniLM-L6-v2"):
         load_encoder("BAAI/bge-base-en-v1.5")
     assert time.monotonic() - start < 5
+
+
+def test_encoder_settings_checked_before_loading():
+    from helpers.models import check_encoder_settings
+
+    check_encoder_settings("flagembedding", 8)
+    with pytest.raises(ModelError, match="batch_size"):
+        check_encoder_settings("sentence-transformers", 2.5)

@@ -207,3 +207,38 @@ def test_compare_with_published():
     assert rows["Unknown"]["published"] is None and rows["Unknown"]["reproduced"] is None
     strict = G.compare_with_published(summary, "m/x", published, 0.0005)
     assert strict[0]["reproduced"] is False
+
+
+def test_missing_data_root_is_named(tmp_path):
+    tasks = G.select_tasks(tasks=["STSBenchmark"])
+    with pytest.raises(G.MtebGlueError, match="data_root: .* is not a folder"):
+        G.attach_local_data(tasks, tmp_path / "nowhere")
+
+
+def test_truncated_result_is_not_finished_and_stale_tmp_is_swept(tmp_path):
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
+    path = G.result_path(tmp_path, meta, "STSBenchmark")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"task_name": "STSBenchmark", "scores": {"te')  # killed mid-write
+    assert not G.is_finished(path, task)
+    stale = path.parent / ".STSBenchmark.json.abc.tmp"
+    stale.write_text("{")
+    bad_root = tmp_path / "data"
+    (bad_root / "STSBenchmark").mkdir(parents=True)  # no test.jsonl: the task fails fast
+    G.attach_local_data([task], bad_root)
+    model = SimpleNamespace(mteb_model_meta=meta)
+    (outcome,) = G.run_tasks(model, [task], tmp_path)
+    assert outcome.status == "failed" and "missing test.jsonl" in outcome.error
+    assert not stale.exists()
+
+
+def test_missing_local_files_are_reported_before_anything_runs(tmp_path):
+    (tmp_path / "SciFact").mkdir()
+    (tmp_path / "STSBenchmark").mkdir()
+    tasks = G.select_tasks(tasks=["SciFact", "STSBenchmark"])
+    sources = G.attach_local_data(tasks, tmp_path)
+    assert sources["SciFact"].startswith(
+        "local: missing corpus.jsonl, queries.jsonl, qrels/test.tsv"
+    )
+    assert sources["STSBenchmark"].startswith("local: missing test.jsonl")

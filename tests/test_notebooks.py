@@ -14,6 +14,7 @@ from pathlib import Path
 import papermill
 import pytest
 import pytrec_eval
+from scipy.stats import ttest_rel
 
 from helpers.notebook import PROJECT_ROOT
 
@@ -116,7 +117,9 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
         "index",
         "metrics.json",
         "per_query.csv",
+        "per_query_b.csv",
         "run.trec",
+        "run_b.trec",
     ]
     result = json.loads((out / "metrics.json").read_text())
     assert result["relevance_level"] == spec["level"]
@@ -136,3 +139,15 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
     assert sorted(r["query_id"] for r in rows) == sorted(run)
     mean_ndcg10 = sum(float(r["ndcg_at_10"]) for r in rows) / len(rows)
     assert mean_ndcg10 == pytest.approx(result["metrics"]["ndcg_at_10"], abs=1e-12)
+
+    # the paired test of the second configuration, recomputed from the two run files
+    run_b = _read_run(out / "run_b.trec")
+    per_a = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}, spec["level"]).evaluate(run)
+    per_b = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}, spec["level"]).evaluate(run_b)
+    shared = sorted(per_a)
+    a = [per_a[q]["ndcg_cut_10"] for q in shared]
+    b = [per_b[q]["ndcg_cut_10"] for q in shared]
+    (test,) = [c for c in result["comparison"] if c["metric"] == "ndcg_at_10"]
+    assert test["mean_difference"] == pytest.approx(sum(b) / 4 - sum(a) / 4, abs=1e-9)
+    if a != b:
+        assert test["t_test_p"] == pytest.approx(ttest_rel(b, a).pvalue, abs=1e-9)

@@ -35,7 +35,9 @@ def test_trec_run_rejects_whitespace():
 def test_metrics_table_order_and_rounding():
     mean = {"ndcg_at_1": 0.123456, "ndcg_at_10": 0.5, "mrr_at_1": 1 / 3, "mrr_at_10": 0.99999}
     table = reports.metrics_table(mean, ["mrr", "ndcg"], [1, 10])
-    assert list(table.index) == ["mrr", "ndcg"] and list(table.columns) == ["@1", "@10"]
+    assert list(table.index) == ["mrr", "ndcg"]
+    assert list(table.columns) == ["@1", "@10", "definition"]
+    assert table.loc["mrr", "definition"].startswith("1 / rank of first relevant")
     assert table.loc["mrr", "@1"] == 0.3333 and table.loc["ndcg", "@1"] == 0.1235
     assert table.loc["mrr", "@10"] == 1.0
 

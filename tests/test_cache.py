@@ -1,0 +1,129 @@
+"""Embedding cache: hits, misses on every key change, resume after a kill, corrupt chunks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers.cache import EmbeddingCache, cache_key, texts_fingerprint, weights_fingerprint
+
+TEXTS = [f"passage number {i}" for i in range(25)]
+SETTINGS = {
+    "model": "m",
+    "revision": "r1",
+    "pooling": "mean",
+    "max_length": 256,
+    "normalize": True,
+    "dtype": "float32",
+    "instruction": "",
+}
+
+
+class CountingEncoder:
+    """A mock encoder: seeded vectors per text, counting the texts it encodes."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.encoded = 0
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.encoded += len(texts)
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(8) for t in texts]
+        return np.array(rows, dtype=np.float32)
+
+
+def test_same_run_twice_is_a_hit(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    enc = CountingEncoder()
+    first = cache.encode(TEXTS, SETTINGS, enc)
+    second = cache.encode(TEXTS, SETTINGS, enc)
+    assert enc.encoded == 25 and cache.hits == 3 and cache.computed_chunks == 3
+    np.testing.assert_array_equal(first, second)
+    assert first.dtype == np.float32 and first.shape == (25, 8)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "other"},
+        {"revision": "r2"},
+        {"pooling": "cls"},
+        {"max_length": 128},
+        {"normalize": False},
+        {"dtype": "float16"},
+        {"instruction": "query: "},
+    ],
+)
+def test_any_setting_change_is_a_miss(tmp_path, change):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    enc = CountingEncoder()
+    cache.encode(TEXTS, SETTINGS, enc)
+    cache.encode(TEXTS, {**SETTINGS, **change}, enc)
+    assert enc.encoded == 50
+
+
+def test_text_change_is_a_miss():
+    assert cache_key(SETTINGS, TEXTS) != cache_key(SETTINGS, [*TEXTS[:-1], "changed"])
+    assert texts_fingerprint(["ab", "c"]) != texts_fingerprint(["a", "bc"])
+
+
+def test_killed_encoding_resumes_from_the_last_finished_chunk(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    dying = CountingEncoder(fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        cache.encode(TEXTS, SETTINGS, dying)
+    assert dying.encoded == 20
+    resumed = CountingEncoder()
+    result = cache.encode(TEXTS, SETTINGS, resumed)
+    assert resumed.encoded == 5  # only the unfinished chunk
+    np.testing.assert_array_equal(
+        result, EmbeddingCache(tmp_path / "fresh", 10).encode(TEXTS, SETTINGS, CountingEncoder())
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_corrupt_chunk_is_recomputed_never_used(tmp_path, damage):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    good = cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    folder = cache.folder(cache_key(SETTINGS, TEXTS))
+    npy = folder / "chunk_00001.npy"
+    data = bytearray(npy.read_bytes())
+    if damage == "truncate":
+        npy.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "flip":
+        data[-3] ^= 0xFF
+        npy.write_bytes(bytes(data))
+    else:
+        (folder / "chunk_00001.json").write_text("{")
+    enc = CountingEncoder()
+    again = cache.encode(TEXTS, SETTINGS, enc)
+    assert enc.encoded == 10
+    np.testing.assert_array_equal(again, good)
+
+
+def test_chunks_are_memory_mapped_when_read(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    chunks = list(cache.iter_chunks(TEXTS, SETTINGS, CountingEncoder()))
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    assert all(isinstance(c, np.memmap) for c in chunks)
+    meta = json.loads((cache.folder(cache_key(SETTINGS, TEXTS)) / "meta.json").read_text())
+    assert meta["rows"] == 25 and meta["settings"]["revision"] == "r1"
+
+
+def test_weights_fingerprint_changes_with_the_weights(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights-1")
+    (tmp_path / "config.json").write_text("{}")
+    first = weights_fingerprint(tmp_path)
+    assert weights_fingerprint(tmp_path) == first
+    import os
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights-2")
+    os.utime(tmp_path / "model.safetensors", (1e9, 2e9))
+    assert weights_fingerprint(tmp_path) != first
