@@ -7,7 +7,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # nbval compares stderr: the reference runs and the tests run without progress bars
 QUIET  := EMBEVAL_PROGRESS=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONWARNINGS=ignore
 
-.PHONY: help install run test test-slow lint regen clean
+.PHONY: help install run test test-slow lint regen bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ run: install ## main job: every notebook with papermill on the embedded defaults
 	@echo "results:"; find results -name metrics.json -o -name '*.trec' | sort
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check helpers tests conftest.py
+	$(BIN)/ruff check helpers tests benchmarks conftest.py
 	$(BIN)/mypy
 
 test: lint ## the whole suite: lint, unit tests, papermill smoke runs, nbval on the committed notebooks
@@ -49,5 +49,10 @@ regen: install ## re-execute the committed notebooks in place (the nbval referen
 	    --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
 	done
 
-clean: ## remove generated results (keeps .venv)
-	rm -rf results/notebooks results/01_msmarco_eval results/mteb
+bench: install ## the CPU benchmarks (each prints one JSON object as its last line)
+	$(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu --passages 1024
+	$(QUIET) $(BIN)/python benchmarks/cache_rerun.py
+	$(QUIET) $(BIN)/python benchmarks/search_scale.py --sizes 100000 1000000
+
+clean: ## remove generated results and the embedding cache (keeps .venv)
+	rm -rf results/notebooks results/01_msmarco_eval results/mteb results/cache

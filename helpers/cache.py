@@ -30,7 +30,7 @@ from helpers.io import atomic_write, write_json
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE = 2048
+DEFAULT_CHUNK_SIZE = 1024
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:

@@ -251,3 +251,105 @@ def build_index(
         index.train(vectors)
     index.add(vectors)
     return DocIndex(index, list(doc_ids), factory, metric)
+
+
+def top_k_overlap(run: Run, exact_run: Run, k: int) -> float:
+    """Mean share of each query's exact top k that an approximate run also returns in its top k.
+
+    This is the "recall of the exact top k" of an approximate index (1.0 for exact search).
+    """
+    from helpers.metrics import rank_documents
+
+    if not exact_run:
+        raise SearchIndexError("exact_run: no queries to compare")
+    shares = []
+    for qid, scores in exact_run.items():
+        exact = set(rank_documents(scores)[:k])
+        approx = set(rank_documents(run.get(qid, {}))[:k])
+        shares.append(len(exact & approx) / max(len(exact), 1))
+    return float(sum(shares) / len(shares))
+
+
+def build_index_from_chunks(
+    chunks: Iterable[np.ndarray],
+    doc_ids: Sequence[str],
+    factory: str = "Flat",
+    metric: str = "ip",
+    train_size: int = 100_000,
+) -> DocIndex:
+    """Build an index chunk by chunk, never holding every vector in RAM at once.
+
+    For a corpus larger than memory: feed the memory-mapped chunks of
+    :meth:`helpers.cache.EmbeddingCache.iter_chunks`. An index that needs training is
+    trained on the first ``train_size`` vectors (take them from a shuffled corpus).
+
+    Raises:
+        SearchIndexError: on a bad factory string or metric, or when the number of vectors
+            differs from the number of ids.
+    """
+    if metric not in METRICS:
+        raise SearchIndexError(f"metric: expected one of {list(METRICS)}, got {metric!r}")
+    faiss = _faiss()
+    index = None
+    pending: list[np.ndarray] = []
+    pending_rows = 0
+    total = 0
+    for chunk in chunks:
+        vectors = np.ascontiguousarray(chunk, dtype=np.float32)
+        if index is None:
+            try:
+                index = faiss.index_factory(
+                    vectors.shape[1], factory, getattr(faiss, METRICS[metric])
+                )
+            except RuntimeError as err:
+                raise SearchIndexError(
+                    f"index_factory: FAISS rejected {factory!r} ({err})"
+                ) from err
+        if not index.is_trained:
+            pending.append(vectors)
+            pending_rows += len(vectors)
+            if pending_rows < train_size:
+                continue
+            sample = np.concatenate(pending)
+            index.train(sample[:train_size])
+            vectors, pending = sample, []
+        index.add(vectors)
+        total += len(vectors)
+    if index is not None and pending:
+        sample = np.concatenate(pending)
+        index.train(sample[:train_size])
+        index.add(sample)
+        total += len(sample)
+    if index is None or total != len(doc_ids):
+        raise SearchIndexError(f"chunks: {total} vectors for {len(doc_ids)} document ids")
+    return DocIndex(index, list(doc_ids), factory, metric)
+
+
+def estimate_resources(
+    num_passages: int, dim: int, passages_per_s: float, factory: str = "Flat"
+) -> dict[str, float]:
+    """What a corpus will cost before it is started: encoding hours and index memory.
+
+    Memory per vector by index type: Flat and HNSW keep float32 vectors (HNSW32 adds
+    about 2 x 32 links of 4 bytes); SQ8 keeps one byte per dimension; PQm keeps m bytes;
+    IVF adds an 8-byte id per vector.
+
+    Returns:
+        ``{"encode_hours", "vectors_gb" (float32 cache on disk), "index_gb"}``.
+    """
+    per_vector = 4.0 * dim
+    upper = factory.upper()
+    if "PQ" in upper:
+        m = int("".join(ch for ch in upper.split("PQ", 1)[1] if ch.isdigit()) or 8)
+        per_vector = float(m)
+    elif "SQ8" in upper:
+        per_vector = float(dim)
+    if "HNSW" in upper:
+        per_vector += 2 * 32 * 4
+    if "IVF" in upper:
+        per_vector += 8
+    return {
+        "encode_hours": num_passages / passages_per_s / 3600,
+        "vectors_gb": num_passages * 4.0 * dim / 1e9,
+        "index_gb": num_passages * per_vector / 1e9,
+    }

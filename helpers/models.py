@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from helpers.cache import EmbeddingCache, weights_fingerprint
 from helpers.hub import require_hub
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,35 @@ class Encoder(Protocol):
         ...
 
 
+class CachedEncoder:
+    """An encoder whose vectors go through an :class:`~helpers.cache.EmbeddingCache`.
+
+    Every other attribute is the wrapped encoder's, so it stands in for it anywhere.
+    """
+
+    def __init__(self, encoder: Any, cache: EmbeddingCache) -> None:
+        self.encoder = encoder
+        self.cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Queries, from the cache when the same queries were encoded the same way."""
+        return self.cache.encode(
+            texts, self.encoder.cache_settings("query"), self.encoder.encode_queries
+        )
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        """Documents, from the cache chunk by chunk; a killed run resumes."""
+        return self.cache.encode(
+            texts,
+            self.encoder.cache_settings("document"),
+            self.encoder.encode_corpus,
+            progress=self.encoder.show_progress,
+        )
+
+
 def pick_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
     if device != "auto":
@@ -157,6 +187,41 @@ class _BaseEncoder:
     show_progress: bool
     model: Any
     dim: int = 0
+    path: str = ""
+
+    def cache_settings(self, kind: str) -> dict[str, Any]:
+        """Everything besides the texts that shapes this encoder's vectors of one kind.
+
+        The embedding cache keys on it: model name and weights (a hash of the weight and
+        configuration files of a local folder, else the hub revision), backend, pooling,
+        maximum length, normalisation, dtype, device type, the instruction (queries only)
+        and the versions of the libraries that compute the vectors.
+        """
+        import sentence_transformers
+        import torch
+        import transformers
+
+        if kind not in {"query", "document"}:
+            raise ValueError(f"kind: expected 'query' or 'document', got {kind!r}")
+        local = bool(self.path) and Path(self.path).is_dir()
+        cfg = read_model_config(self.path) if local else None
+        return {
+            "model": self.name,
+            "weights": weights_fingerprint(self.path) if local else f"hub@{self.revision}",
+            "backend": self.backend,
+            "pooling": cfg.pooling if cfg else "model default",
+            "max_length": cfg.max_length if cfg else "model default",
+            "normalize": True,
+            "dtype": "float16" if self.use_fp16 else "float32",
+            "device": self.device.split(":")[0],
+            "kind": kind,
+            "instruction": self.query_instruction if kind == "query" else "",
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "sentence_transformers": sentence_transformers.__version__,
+            },
+        }
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the embeddings, for the results file."""
@@ -250,7 +315,8 @@ def load_encoder(
     use_fp16: bool = False,
     device: str = "auto",
     show_progress: bool = False,
-) -> SentenceTransformerEncoder | FlagModelEncoder:
+    cache_dir: str | Path | None = None,
+) -> SentenceTransformerEncoder | FlagModelEncoder | CachedEncoder:
     """Load a model for encoding queries and documents.
 
     Args:
@@ -263,6 +329,8 @@ def load_encoder(
             and changes the scores.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         show_progress: progress bars while encoding.
+        cache_dir: when given, embeddings are cached there (:mod:`helpers.cache`): a re-run
+            reads them back and an interrupted encoding resumes.
 
     Returns:
         An encoder with ``encode_queries`` / ``encode_corpus`` returning float32 arrays.
@@ -285,7 +353,17 @@ def load_encoder(
         query_instruction=query_instruction,
         batch_size=batch_size,
         show_progress=show_progress,
+        path=path,
     )
+    encoder = _load(backend, path, model, fp16, device, common)
+    if cache_dir:
+        return CachedEncoder(encoder, EmbeddingCache(cache_dir))
+    return encoder
+
+
+def _load(
+    backend: str, path: str, model: str, fp16: bool, device: str, common: dict[str, Any]
+) -> SentenceTransformerEncoder | FlagModelEncoder:
     try:
         if backend == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
@@ -308,10 +386,10 @@ def load_encoder(
             pooling_method=cfg.pooling,
             normalize_embeddings=True,
             use_fp16=fp16,
-            query_instruction_for_retrieval=query_instruction or None,
+            query_instruction_for_retrieval=common["query_instruction"] or None,
             query_instruction_format="{}{}",
             devices=device,
-            batch_size=batch_size,
+            batch_size=common["batch_size"],
             query_max_length=cfg.max_length,
             passage_max_length=cfg.max_length,
         )

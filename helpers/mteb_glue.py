@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from helpers.cache import EmbeddingCache, weights_fingerprint
 from helpers.data import DataError, find_file, read_jsonl, read_qrels_tsv
 from helpers.hub import hub_offline_reason
 from helpers.io import atomic_write, write_json
@@ -78,13 +81,16 @@ def model_meta(model: str = DEFAULT_MODEL) -> Any:
         return ModelMeta.create_empty(overwrites=dict(name=model, revision="main"))
 
 
-def load_mteb_model(model: str = DEFAULT_MODEL, device: str = "auto") -> Any:
+def load_mteb_model(
+    model: str = DEFAULT_MODEL, device: str = "auto", cache_dir: str | Path | None = None
+) -> Any:
     """Load a sentence-transformers model as an mteb encoder that carries its real identity.
 
     The weights load from the resolved path (the packaged copy for the embedded default,
     offline), and the wrapper's ``mteb_model_meta`` is replaced by :func:`model_meta`, so
     results are filed under the official name and revision instead of
-    ``no_model_name_available``.
+    ``no_model_name_available``. With ``cache_dir``, every ``encode`` mteb makes goes
+    through the same embedding cache as notebook 1 (:mod:`helpers.cache`).
 
     Raises:
         helpers.models.ModelError: when the model cannot be resolved or loaded.
@@ -99,9 +105,95 @@ def load_mteb_model(model: str = DEFAULT_MODEL, device: str = "auto") -> Any:
         st = SentenceTransformer(path, device=pick_device(device))
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model: could not load {model!r} ({type(err).__name__}: {err})") from err
-    wrapper = SentenceTransformerEncoderWrapper(st)
+    if cache_dir:
+        wrapper: Any = _cached_wrapper_class()(st)
+        wrapper.cache = EmbeddingCache(cache_dir)
+        wrapper.base_settings = _mteb_cache_settings(model, path, pick_device(device))
+    else:
+        wrapper = SentenceTransformerEncoderWrapper(st)
     wrapper.mteb_model_meta = model_meta(model)
     return wrapper
+
+
+def _mteb_cache_settings(model: str, path: str, device: str) -> dict[str, Any]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    meta = model_meta(model)
+    local = Path(path).is_dir()
+    return {
+        "model": meta.name,
+        "weights": weights_fingerprint(path) if local else f"hub@{meta.revision}",
+        "backend": "mteb-sentence-transformers",
+        "device": device.split(":")[0],
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+        },
+    }
+
+
+def _cached_wrapper_class() -> type:
+    """mteb's sentence-transformers wrapper with its text encoding routed through the cache."""
+    from datasets import Dataset
+    from mteb.models.sentence_transformer_wrapper import (
+        SentenceTransformerEncoderWrapper,
+        _resolve_prompt,
+    )
+    from torch.utils.data import DataLoader
+
+    class CachedSentenceTransformerWrapper(SentenceTransformerEncoderWrapper):  # type: ignore[misc]
+        cache: EmbeddingCache
+        base_settings: dict[str, Any]
+
+        def encode(
+            self,
+            inputs: Any,
+            *,
+            task_metadata: Any,
+            hf_split: str,
+            hf_subset: str,
+            prompt_type: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            features = getattr(getattr(inputs, "dataset", None), "column_names", None) or []
+            if set(features) - {"text", "id", "title"}:
+                return super().encode(
+                    inputs,
+                    task_metadata=task_metadata,
+                    hf_split=hf_split,
+                    hf_subset=hf_subset,
+                    prompt_type=prompt_type,
+                    **kwargs,
+                )
+            texts = [text for batch in inputs for text in batch["text"]]
+            prompt = _resolve_prompt(self.model_prompts, task_metadata, prompt_type)
+            settings = {
+                **self.base_settings,
+                "prompt": prompt or "",
+                "prompt_type": getattr(prompt_type, "value", str(prompt_type)),
+            }
+            batch_size = kwargs.get("batch_size", 32)
+
+            def encode_part(part: Any) -> Any:
+                loader = DataLoader(Dataset.from_dict({"text": list(part)}), batch_size=batch_size)
+                return np.asarray(
+                    super(CachedSentenceTransformerWrapper, self).encode(
+                        loader,
+                        task_metadata=task_metadata,
+                        hf_split=hf_split,
+                        hf_subset=hf_subset,
+                        prompt_type=prompt_type,
+                        **kwargs,
+                    ),
+                    dtype=np.float32,
+                )
+
+            return self.cache.encode(texts, settings, encode_part)
+
+    return CachedSentenceTransformerWrapper
 
 
 # ---------------------------------------------------------------------------

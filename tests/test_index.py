@@ -109,3 +109,51 @@ def test_check_factory_before_any_encoding():
         check_factory("PQ7", dim=384)  # 7 does not divide 384
     with pytest.raises(SearchIndexError, match="metric"):
         check_factory("Flat", metric="dot")
+
+
+def test_top_k_overlap_of_approximate_index():
+    from helpers.index import top_k_overlap
+
+    qids = [f"q{i}" for i in range(len(QUERIES))]
+    exact = build_index(DOCS, DOC_IDS).search_run(qids, QUERIES, k=10)
+    assert top_k_overlap(exact, exact, 10) == 1.0
+    coarse = build_index(DOCS, DOC_IDS, factory="IVF16,PQ4").search_run(qids, QUERIES, k=10)
+    overlap = top_k_overlap(coarse, exact, 10)
+    assert 0.0 < overlap < 1.0
+    # by hand: one of two exact documents kept
+    assert top_k_overlap({"q": {"a": 1.0, "z": 0.5}}, {"q": {"a": 1.0, "b": 0.9}}, 2) == 0.5
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "SQ8"])
+def test_index_from_chunks_equals_index_from_all_vectors(factory):
+    from helpers.index import build_index_from_chunks
+
+    chunks = [DOCS[i : i + 64] for i in range(0, len(DOCS), 64)]
+    streamed = build_index_from_chunks(iter(chunks), DOC_IDS, factory=factory, train_size=200)
+    whole = build_index(DOCS, DOC_IDS, factory=factory)
+    assert streamed.size == whole.size == len(DOCS)
+    if factory.startswith("IVF"):  # probe every list: search is then exact
+        import faiss
+
+        for idx in (streamed, whole):
+            faiss.extract_index_ivf(idx.index).nprobe = 8
+    s_pos = streamed.search(QUERIES, k=10)[1]
+    w_pos = whole.search(QUERIES, k=10)[1]
+    if factory == "Flat":
+        np.testing.assert_array_equal(s_pos, w_pos)
+    else:  # trained on a sample: close, not identical
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(s_pos, w_pos, strict=True)])
+        assert overlap > 0.95
+    with pytest.raises(SearchIndexError, match="vectors for"):
+        build_index_from_chunks(iter(chunks), DOC_IDS[:-1])
+
+
+def test_estimate_resources_full_msmarco():
+    from helpers.index import estimate_resources
+
+    flat = estimate_resources(8_841_823, 384, passages_per_s=50, factory="Flat")
+    assert flat["vectors_gb"] == pytest.approx(8_841_823 * 384 * 4 / 1e9)
+    assert flat["index_gb"] == pytest.approx(flat["vectors_gb"])
+    assert flat["encode_hours"] == pytest.approx(8_841_823 / 50 / 3600)
+    pq = estimate_resources(8_841_823, 384, passages_per_s=50, factory="IVF4096,PQ48")
+    assert pq["index_gb"] == pytest.approx(8_841_823 * (48 + 8) / 1e9)

@@ -106,7 +106,9 @@ def _scores(folder: Path) -> dict[str, float]:
 
 def test_notebook_03_killed_between_tasks_resumes_to_the_same_results(tmp_path):
     root = _data_root(tmp_path / "data")
-    params = dict(tasks=["STSBenchmark", "Banking77Classification"], data_root=str(root))
+    params = dict(
+        tasks=["STSBenchmark", "Banking77Classification"], data_root=str(root), cache_dir=""
+    )
     reference = tmp_path / "reference"
     _execute(
         "03_mteb_leaderboard.ipynb",
@@ -135,36 +137,34 @@ def test_notebook_03_killed_between_tasks_resumes_to_the_same_results(tmp_path):
     assert _leftovers(out) == []
 
 
-def test_notebook_01_killed_while_encoding_leaves_nothing_half_written(tmp_path):
-    params = dict(num_queries=5, max_corpus=800, compare=False)
+def test_notebook_01_killed_while_encoding_resumes_from_the_cache(tmp_path):
+    params = dict(num_queries=5, max_corpus=2500, compare=False)
     reference = tmp_path / "reference"
     _execute(
-        "01_msmarco_eval.ipynb", tmp_path / "ref.ipynb", {**params, "output_dir": str(reference)}
+        "01_msmarco_eval.ipynb",
+        tmp_path / "ref.ipynb",
+        {**params, "output_dir": str(reference), "cache_dir": ""},
     )
 
-    out = tmp_path / "killed"
-    executed = tmp_path / "killed.ipynb"
-    proc = _start("01_msmarco_eval.ipynb", executed, {**params, "output_dir": str(out)})
-
-    def encoding() -> bool:
-        try:
-            nb = json.loads(executed.read_text())
-        except (OSError, ValueError):
-            return False
-        return any(
-            "encode_corpus" in "".join(c["source"])
-            and c.get("metadata", {}).get("papermill", {}).get("status") == "running"
-            for c in nb["cells"]
-        )
-
-    _wait_for(encoding, proc)
-    time.sleep(2)
-    _kill_tree(proc)
+    out, cache = tmp_path / "killed", tmp_path / "cache"
+    killed_params = {**params, "output_dir": str(out), "cache_dir": str(cache)}
+    proc = _start("01_msmarco_eval.ipynb", tmp_path / "killed.ipynb", killed_params)
+    _wait_for(lambda: any(cache.rglob("chunk_00000.json")), proc)
+    _kill_tree(proc)  # the first of three corpus chunks is finished, the second is running
     written = sorted(p.name for p in out.rglob("*")) if out.exists() else []
-    assert written == [], f"a killed encoding left files behind: {written}"
+    assert written == [], f"a killed encoding left results behind: {written}"
+    (first_chunk,) = cache.rglob("chunk_00000.npy")
+    finished = (first_chunk.stat().st_mtime_ns, first_chunk.read_bytes())
+    assert not list(cache.rglob("chunk_00002.json"))
 
-    _execute("01_msmarco_eval.ipynb", tmp_path / "again.ipynb", {**params, "output_dir": str(out)})
+    _execute("01_msmarco_eval.ipynb", tmp_path / "again.ipynb", killed_params)
+    assert (first_chunk.stat().st_mtime_ns, first_chunk.read_bytes()) == finished  # reused
     again = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert again == json.loads((reference / "metrics.json").read_text())["metrics"]
-    assert (out / "run.trec").read_text() == (reference / "run.trec").read_text()
-    assert _leftovers(out) == []
+    expected = json.loads((reference / "metrics.json").read_text())["metrics"]
+    assert again == pytest.approx(expected, abs=1e-9)
+    assert _leftovers(out) == [] and _leftovers(cache) == []
+
+    # a third run with the same cache encodes nothing: every chunk file stays as it was
+    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("chunk_*")}
+    _execute("01_msmarco_eval.ipynb", tmp_path / "third.ipynb", killed_params)
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("chunk_*")} == stamps

@@ -59,7 +59,13 @@ def _execute(name: str, tmp_path: Path, tag: str, **params):
 
 def test_notebook_02_reproduces_stsbenchmark(tmp_path):
     out = tmp_path / "mteb"
-    nb = _execute("02_mteb_single_task.ipynb", tmp_path, "run", output_dir=str(out))
+    nb = _execute(
+        "02_mteb_single_task.ipynb",
+        tmp_path,
+        "run",
+        output_dir=str(out),
+        cache_dir=str(tmp_path / "cache"),
+    )
     path = out / MODEL_DIR / "STSBenchmark.json"
     assert path.is_file() and (path.parent / "model_meta.json").is_file()
     assert not list(out.rglob("*no_model_name_available*"))
@@ -93,7 +99,10 @@ def test_notebook_03_resumes_and_isolates_failures(tmp_path):
     root = _small_data_root(tmp_path / "data")
     out = tmp_path / "mteb"
     params = dict(
-        tasks=["STSBenchmark", "Banking77Classification"], data_root=str(root), output_dir=str(out)
+        tasks=["STSBenchmark", "Banking77Classification"],
+        data_root=str(root),
+        output_dir=str(out),
+        cache_dir=str(tmp_path / "cache"),
     )
     first = _execute("03_mteb_leaderboard.ipynb", tmp_path, "first", **params)
     text = _outputs_text(first)

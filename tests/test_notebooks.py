@@ -101,6 +101,7 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
         index_factory=spec["index_factory"],
         cutoffs=cutoffs,
         output_dir=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
     )
     executed = papermill.execute_notebook(
         str(NOTEBOOK),
