@@ -173,3 +173,11 @@ def test_dangling_judgements_error_or_ignore(beir_folder, recwarn):
 def test_hub_unmatched_positive_warns(hub_folder):
     with pytest.warns(UserWarning, match="1 judgements point at documents not in the corpus"):
         load_retrieval_data(hub_folder)
+
+
+def test_missing_separate_corpus_is_named(hub_folder, tmp_path):
+    with pytest.raises(DataError, match=r"corpus: .*nowhere.* is neither an existing"):
+        load_retrieval_data(hub_folder, corpus=tmp_path / "nowhere" / "corpus.jsonl")
+    (hub_folder / "corpus.jsonl").unlink()
+    with pytest.raises(DataError, match=r"no corpus\.jsonl next to queries\.jsonl; pass `corpus`"):
+        load_retrieval_data(hub_folder)

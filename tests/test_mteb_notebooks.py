@@ -125,7 +125,7 @@ def test_notebook_03_resumes_and_isolates_failures(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["SciFact", "Banking77Classification", "STSBenchmark"])
 def test_shipped_tasks_reproduce_published_scores(tmp_path, task):
-    """Every shipped task, full size (SciFact takes about 10 minutes on 2 CPU cores)."""
+    """Every shipped task, full size (SciFact takes about 4 minutes on 2 CPU cores)."""
     from helpers import mteb_glue as G
 
     model = G.load_mteb_model()
