@@ -28,7 +28,7 @@ run: install ## main job: every notebook with papermill on the embedded defaults
 	  echo "== $$nb"; \
 	  $(BIN)/papermill --kernel python3 "$$nb" "results/notebooks/$$(basename $$nb)" || exit 1; \
 	done
-	@echo "results:"; find results -name metrics.json -o -name '*.trec' | sort
+	@echo "results:"; find results -name metrics.json -o -name '*.trec' -o -path '*mteb/*' -name '*.json' -o -name model_card.md | sort
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check helpers tests benchmarks conftest.py
