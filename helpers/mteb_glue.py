@@ -18,6 +18,7 @@ cache and of the embeddings-benchmark/results repository, one level up
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ import numpy as np
 from helpers.cache import EmbeddingCache, weights_fingerprint
 from helpers.data import DataError, find_file, read_jsonl, read_qrels_tsv
 from helpers.hub import hub_offline_reason
-from helpers.io import atomic_write, write_json
+from helpers.io import atomic_write, write_json, write_text
 from helpers.models import DEFAULT_MODEL, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -517,11 +518,36 @@ def result_path(output_dir: str | Path, meta: Any, task_name: str) -> Path:
     return result_folder(output_dir, meta) / f"{task_name}.json"
 
 
+SOURCE_SUFFIX = ".source"
+
+
+def data_fingerprint(task: Any) -> str:
+    """What a task's result was computed from: a hash of its local files, or the hub revision.
+
+    Stored next to each result as ``<Task>.source`` (not ``.json``: mteb's result readers
+    take every ``.json`` in the folder for a result), so that a result computed from other
+    data (another ``data_root``, an edited file) is not taken for a finished task.
+    """
+    folder = getattr(task, "local_data_folder", None)
+    if folder is None:
+        return f"hub:{task.metadata.dataset['path']}@{task.metadata.dataset['revision']}"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        digest.update(file.read_bytes())
+    return f"local:sha256:{digest.hexdigest()}"
+
+
 def is_finished(path: Path, task: Any) -> bool:
-    """True when ``path`` holds a readable result with every evaluation split of ``task``."""
+    """True when ``path`` holds a readable result with every evaluation split of ``task``,
+    computed from the same data (see :func:`data_fingerprint`)."""
     from mteb.results import TaskResult
 
     if not path.is_file():
+        return False
+    source = path.with_suffix(SOURCE_SUFFIX)
+    if source.is_file() and source.read_text(encoding="utf-8").strip() != data_fingerprint(task):
+        logger.warning("result file %s was computed from other data; the task runs again", path)
         return False
     try:
         result = TaskResult.from_disk(path)
@@ -592,6 +618,7 @@ def run_tasks(
                 raise_error=True,
             )
             save_task_result(result.task_results[0], path)
+            write_text(path.with_suffix(SOURCE_SUFFIX), data_fingerprint(task) + "\n")
             outcomes.append(TaskOutcome(name, "done", path, seconds=time.monotonic() - start))
         except Exception as err:  # noqa: BLE001 - one task's failure must not stop the others
             logger.debug("task %s failed:\n%s", name, traceback.format_exc())

@@ -242,3 +242,32 @@ def test_missing_local_files_are_reported_before_anything_runs(tmp_path):
         "local: missing corpus.jsonl, queries.jsonl, qrels/test.tsv"
     )
     assert sources["STSBenchmark"].startswith("local: missing test.jsonl")
+
+
+def test_a_result_from_other_data_is_not_finished(tmp_path):
+    from mteb.results import TaskResult
+
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    G.use_local_data(task, _sts_folder(tmp_path / "data"))
+    meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
+    path = G.result_path(tmp_path / "out", meta, "STSBenchmark")
+    path.parent.mkdir(parents=True)
+    result = TaskResult.from_dict(
+        {
+            "dataset_revision": "x",
+            "task_name": "STSBenchmark",
+            "mteb_version": "2.26.24",
+            "evaluation_time": 1.0,
+            "scores": {
+                "test": [{"main_score": 0.5, "hf_subset": "default", "languages": ["eng-Latn"]}]
+            },
+        }
+    )
+    G.save_task_result(result, path)
+    assert G.is_finished(path, task)  # no record of its data: taken as finished
+    path.with_suffix(".source").write_text(G.data_fingerprint(task) + "\n")
+    assert G.is_finished(path, task)
+    (tmp_path / "data" / "STSBenchmark" / "test.jsonl").write_text(
+        '{"sentence1": "a", "sentence2": "b", "score": 1.0}\n'
+    )
+    assert not G.is_finished(path, task)  # the data changed: run it again
