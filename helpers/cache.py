@@ -18,6 +18,7 @@ larger than RAM can be streamed into an index chunk by chunk (:meth:`EmbeddingCa
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -176,18 +177,22 @@ class EmbeddingCache:
                 raise ValueError(
                     f"encode_fn returned {vectors.shape[0]} rows for {len(part)} texts"
                 )
-            atomic_write(npy, _npy_writer(vectors))
-            write_json(
-                manifest,
-                {"rows": len(part), "sha256": hashlib.sha256(npy.read_bytes()).hexdigest()},
-            )
+            data = _npy_bytes(vectors)  # serialised once: written and hashed from memory
+            atomic_write(npy, _bytes_writer(data))
+            write_json(manifest, {"rows": len(part), "sha256": hashlib.sha256(data).hexdigest()})
             self.computed_chunks += 1
             yield vectors
 
 
-def _npy_writer(vectors: np.ndarray) -> Callable[[str], None]:
+def _npy_bytes(vectors: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, vectors, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _bytes_writer(data: bytes) -> Callable[[str], None]:
     def write(path: str) -> None:
         with open(path, "wb") as handle:
-            np.save(handle, vectors, allow_pickle=False)
+            handle.write(data)
 
     return write
