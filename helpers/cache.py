@@ -21,7 +21,8 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from helpers.io import atomic_write, write_json
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024
+
+StreamFn = Callable[[Iterable[Sequence[str]]], Iterable[np.ndarray]]
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:
@@ -114,12 +117,24 @@ class EmbeddingCache:
             return False
         return True
 
+    def _looks_complete(self, key: str, index: int, rows: int) -> bool:
+        """Cheap check before encoding starts: manifest and file present, sizes agree.
+        The SHA-256 is checked when the chunk is read (:meth:`_valid_chunk`)."""
+        npy, manifest = self._chunk_paths(key, index)
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+            size = npy.stat().st_size
+            return bool(info.get("rows") == rows and info.get("bytes", size) == size)
+        except (OSError, ValueError):
+            return False
+
     def encode(
         self,
         texts: Sequence[str],
         settings: Mapping[str, Any],
         encode_fn: Callable[[Sequence[str]], np.ndarray],
         progress: bool = False,
+        stream_fn: StreamFn | None = None,
     ) -> np.ndarray:
         """Embeddings of ``texts``: cached chunks are read, missing or bad ones computed.
 
@@ -128,12 +143,17 @@ class EmbeddingCache:
             settings: everything besides the texts that changes the vectors.
             encode_fn: computes the embeddings of a list of texts (float32, one row each).
             progress: a progress bar over the chunks.
+            stream_fn: optional; given an iterable of chunks of texts, yields their
+                embeddings in turn (e.g. :meth:`helpers.encoding.EncodingPipeline.encode_stream`),
+                so the encoder can work ahead across chunk boundaries.
 
         Returns:
             A float32 array (len(texts), dim) in RAM (concatenated from memory-mapped chunks).
         """
         key = cache_key(settings, texts)
-        chunks = list(self.iter_chunks(texts, settings, encode_fn, progress, key=key))
+        chunks = list(
+            self.iter_chunks(texts, settings, encode_fn, progress, key=key, stream_fn=stream_fn)
+        )
         if not chunks:
             return np.zeros((0, 0), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
@@ -145,43 +165,92 @@ class EmbeddingCache:
         encode_fn: Callable[[Sequence[str]], np.ndarray],
         progress: bool = False,
         key: str | None = None,
+        stream_fn: StreamFn | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield the embeddings chunk by chunk (memory-mapped when read from disk).
 
         Use it to add a corpus larger than RAM to an index without holding all vectors.
+        Computed chunks are written by a background thread while the encoder goes on; all
+        writes are finished (or have failed loudly) before this generator ends.
         """
         key = key or cache_key(settings, texts)
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "meta.json").is_file():
+        meta_file = folder / "meta.json"
+        chunk_size = _stored_chunk_size(meta_file)  # an entry keeps the size it started with
+        if chunk_size is None:
+            chunk_size = self.chunk_size
             write_json(
-                folder / "meta.json",
-                {"settings": dict(settings), "rows": len(texts), "chunk_size": self.chunk_size},
+                meta_file,
+                {"settings": dict(settings), "rows": len(texts), "chunk_size": chunk_size},
             )
         for stale in folder.glob(".*.tmp"):
             stale.unlink()
-        starts: Any = range(0, len(texts), self.chunk_size)
+        starts = list(range(0, len(texts), chunk_size))
+        cached = [
+            self._looks_complete(key, i, len(texts[s : s + chunk_size]))
+            for i, s in enumerate(starts)
+        ]
+        missing = (
+            texts[s : s + chunk_size] for s, done in zip(starts, cached, strict=True) if not done
+        )
+        stream: Iterator[np.ndarray] = (
+            iter(stream_fn(missing)) if stream_fn else (encode_fn(part) for part in missing)
+        )
+        bar: Any = None
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(list(starts), desc="Encoding (cached chunks)", unit="chunk")
-        for start in starts:
-            part = texts[start : start + self.chunk_size]
-            npy, manifest = self._chunk_paths(key, start // self.chunk_size)
-            if self._valid_chunk(key, start // self.chunk_size, len(part)):
-                self.hits += 1
-                yield np.load(npy, mmap_mode="r")
-                continue
-            vectors = np.ascontiguousarray(encode_fn(part), dtype=np.float32)
-            if vectors.shape[0] != len(part):
-                raise ValueError(
-                    f"encode_fn returned {vectors.shape[0]} rows for {len(part)} texts"
-                )
-            data = _npy_bytes(vectors)  # serialised once: written and hashed from memory
-            atomic_write(npy, _bytes_writer(data))
-            write_json(manifest, {"rows": len(part), "sha256": hashlib.sha256(data).hexdigest()})
-            self.computed_chunks += 1
-            yield vectors
+            bar = tqdm(total=len(starts), desc="Encoding (cached chunks)", unit="chunk")
+        writer = ThreadPoolExecutor(1, "cache-writer")
+        writes: list[Future[None]] = []
+        try:
+            for index, (start, done) in enumerate(zip(starts, cached, strict=True)):
+                part = texts[start : start + chunk_size]
+                npy, _ = self._chunk_paths(key, index)
+                if done and self._valid_chunk(key, index, len(part)):
+                    self.hits += 1
+                    vectors = np.load(npy, mmap_mode="r")
+                else:
+                    # a chunk planned as cached but corrupt is recomputed on its own
+                    vectors = next(stream) if not done else encode_fn(part)
+                    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                    if vectors.shape[0] != len(part):
+                        raise ValueError(
+                            f"encode_fn returned {vectors.shape[0]} rows for {len(part)} texts"
+                        )
+                    writes.append(writer.submit(self._write_chunk, key, index, vectors))
+                    self.computed_chunks += 1
+                if bar is not None:
+                    bar.update(1)
+                yield vectors
+        finally:
+            writer.shutdown(wait=True)
+            if bar is not None:
+                bar.close()
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        for write in writes:
+            write.result()  # a failed write is an error, not a silent miss next time
+
+    def _write_chunk(self, key: str, index: int, vectors: np.ndarray) -> None:
+        """Write one chunk atomically: the ``.npy`` first, then its manifest."""
+        npy, manifest = self._chunk_paths(key, index)
+        data = _npy_bytes(vectors)  # serialised once: written and hashed from memory
+        atomic_write(npy, _bytes_writer(data))
+        write_json(
+            manifest,
+            {"rows": len(vectors), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        )
+
+
+def _stored_chunk_size(meta_file: Path) -> int | None:
+    try:
+        size = json.loads(meta_file.read_text(encoding="utf-8"))["chunk_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _npy_bytes(vectors: np.ndarray) -> bytes:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from helpers.io import atomic_write, write_json
 from helpers.metrics import Run
+
+logger = logging.getLogger(__name__)
 
 METRICS = {"ip": "METRIC_INNER_PRODUCT", "l2": "METRIC_L2"}
 INDEX_FILE = "index.faiss"
@@ -43,6 +47,85 @@ class DocIndex:
     doc_ids: list[str]
     factory: str
     metric: str
+    engine: str = "faiss"
+    torch_block: int = 1 << 20  # documents per matrix product in torch search
+    _vectors: Any = None
+
+    def to_device(self, device: str = "auto", engine: str = "auto") -> DocIndex:
+        """Search on ``device`` from now on; returns ``self``.
+
+        * ``"cpu"``: FAISS on the CPU (the default).
+        * ``"cuda"`` / ``"cuda:N"`` (``"auto"``: a GPU when torch sees one): FAISS's GPU
+          index when the installed FAISS has GPU support; otherwise a ``Flat`` index is
+          searched exactly with torch on the GPU (a matrix product and a top-k, same hits
+          as FAISS ``Flat`` up to the order of tied scores). An approximate index without
+          GPU FAISS stays on the CPU (logged).
+
+        Args:
+            device: where to search.
+            engine: ``"auto"``, ``"faiss"`` or ``"torch"`` (exact search with torch on any
+                device, ``"cpu"`` included; ``Flat`` indexes only).
+
+        Raises:
+            SearchIndexError: for an unknown engine, a GPU asked for where none is visible,
+                or ``engine="torch"`` on an approximate index.
+        """
+        import torch
+
+        if engine not in {"auto", "faiss", "torch"}:
+            raise SearchIndexError(f"engine: expected 'auto', 'faiss' or 'torch', got {engine!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        gpu = device.startswith("cuda")
+        if gpu and not torch.cuda.is_available():
+            raise SearchIndexError(f"device: {device!r} asked for, but no GPU is visible")
+        faiss = _faiss()
+        exact = self.factory.replace(" ", "") in {"Flat", "IDMap,Flat"}
+        gpu_faiss = gpu and faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+        if engine == "torch" or (engine == "auto" and gpu and not gpu_faiss and exact):
+            if not exact:
+                raise SearchIndexError(
+                    f"engine: 'torch' searches exactly; it needs a Flat index, not {self.factory!r}"
+                )
+            flat = self.index
+            self._vectors = torch.from_numpy(flat.reconstruct_n(0, flat.ntotal)).to(device)  # type: ignore[attr-defined]
+            self.engine = "torch"
+        elif gpu and gpu_faiss:
+            self.index = faiss.index_cpu_to_all_gpus(self.index)
+            self.engine = "faiss-gpu"
+        else:
+            if gpu:
+                logger.warning(
+                    "no GPU FAISS installed: %r is searched on the CPU (exact Flat indexes "
+                    "are searched with torch on the GPU)",
+                    self.factory,
+                )
+            self._vectors, self.engine = None, "faiss"
+        return self
+
+    def _torch_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k with torch, ``torch_block`` documents at a time (bounded memory)."""
+        import torch
+
+        block = self.torch_block
+        vectors = self._vectors
+        q = torch.from_numpy(queries).to(vectors.device)
+        best_scores, best_positions = [], []
+        for start in range(0, len(vectors), block):
+            part = vectors[start : start + block]
+            if self.metric == "ip":
+                scores = q @ part.T
+            else:  # squared L2, as FAISS reports it; smaller is better
+                scores = -((q * q).sum(1, keepdim=True) - 2 * q @ part.T + (part * part).sum(1))
+            top, pos = torch.topk(scores, min(k, len(part)), dim=1)
+            best_scores.append(top)
+            best_positions.append(pos + start)
+        scores, positions = torch.cat(best_scores, 1), torch.cat(best_positions, 1)
+        top, order = torch.topk(scores, k, dim=1)
+        positions = torch.gather(positions, 1, order)
+        if self.metric != "ip":
+            top = -top
+        return top.float().cpu().numpy(), positions.cpu().numpy().astype(np.int64)
 
     @property
     def dim(self) -> int:
@@ -92,7 +175,11 @@ class DocIndex:
             starts = tqdm(list(starts), desc="Searching", unit="batch")
         scores, positions = [], []
         for start in starts:
-            s, p = self.index.search(queries[start : start + batch_size], k)  # type: ignore[attr-defined]
+            part = queries[start : start + batch_size]
+            if self._vectors is not None:
+                s, p = self._torch_search(part, k)
+            else:
+                s, p = self.index.search(part, k)  # type: ignore[attr-defined]
             scores.append(s)
             positions.append(p)
         if not scores:
@@ -131,7 +218,10 @@ class DocIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         faiss = _faiss()
-        atomic_write(folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, tmp))
+        index = self.index
+        if self.engine == "faiss-gpu":
+            index = faiss.index_gpu_to_cpu(index)
+        atomic_write(folder / INDEX_FILE, lambda tmp: faiss.write_index(index, tmp))
         write_json(folder / IDS_FILE, self.doc_ids)
         meta = {"factory": self.factory, "metric": self.metric, "dim": self.dim, "size": self.size}
         write_json(folder / META_FILE, meta)

@@ -15,22 +15,25 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from helpers.cache import EmbeddingCache, weights_fingerprint
+from helpers.cache import DEFAULT_CHUNK_SIZE, EmbeddingCache, weights_fingerprint
 from helpers.hub import require_hub
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
-BACKENDS = ("sentence-transformers", "flagembedding")
+BACKENDS = ("pipeline", "sentence-transformers", "flagembedding")
+DeviceSpec = str | Sequence[str]
+GPU_CHUNK_SIZE = 16384
 
 
 class ModelError(ValueError):
@@ -154,7 +157,10 @@ class CachedEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Queries, from the cache when the same queries were encoded the same way."""
         return self.cache.encode(
-            texts, self.encoder.cache_settings("query"), self.encoder.encode_queries
+            texts,
+            self.encoder.cache_settings("query"),
+            self.encoder.encode_queries,
+            stream_fn=self.encoder.stream_fn("query"),
         )
 
     def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
@@ -164,6 +170,7 @@ class CachedEncoder:
             self.encoder.cache_settings("document"),
             self.encoder.encode_corpus,
             progress=self.encoder.show_progress,
+            stream_fn=self.encoder.stream_fn("document"),
         )
 
 
@@ -174,6 +181,21 @@ def pick_device(device: str = "auto") -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_devices(device: DeviceSpec) -> list[str]:
+    """One device or several: ``"auto"``, ``"cpu"``, ``"cuda:1"``, ``"cuda:0,cuda:1"`` or a
+    list such as ``["cuda:0", "cuda:1"]`` (``"auto"`` picks :func:`pick_device`).
+
+    Raises:
+        ModelError: for an empty list or a name that is not a string.
+    """
+    names = device.split(",") if isinstance(device, str) else list(device)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ModelError(
+            f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or a list of them, got {device!r}"
+        )
+    return [pick_device(n.strip()) for n in names]
 
 
 @dataclass
@@ -189,6 +211,15 @@ class _BaseEncoder:
     model: Any
     dim: int = 0
     path: str = ""
+    devices: list[str] = field(default_factory=list)
+
+    def stream_fn(self, kind: str) -> Any:
+        """A function that encodes chunks of texts of ``kind`` ahead across chunk
+        boundaries (see :meth:`helpers.cache.EmbeddingCache.encode`), or None."""
+        return None
+
+    def close(self) -> None:
+        """Release worker processes, if any (also done when the encoder is collected)."""
 
     def cache_settings(self, kind: str) -> dict[str, Any]:
         """Everything besides the texts that shapes this encoder's vectors of one kind.
@@ -214,7 +245,7 @@ class _BaseEncoder:
             "max_length": cfg.max_length if cfg else "model default",
             "normalize": True,
             "dtype": "float16" if self.use_fp16 else "float32",
-            "device": self.device.split(":")[0],
+            "device": self.device.split(":")[0].split(",")[0],
             "kind": kind,
             "instruction": self.query_instruction if kind == "query" else "",
             "versions": {
@@ -238,15 +269,36 @@ class _BaseEncoder:
 
 
 class SentenceTransformerEncoder(_BaseEncoder):
-    """sentence-transformers ``SentenceTransformer.encode``, normalised, float32."""
+    """sentence-transformers ``SentenceTransformer.encode``, normalised, float32.
+
+    With several devices, sentence-transformers' own multi-process pool encodes (one
+    process per device, started with ``spawn``, so it is safe inside Jupyter); the pool
+    starts on first use and stops with :meth:`close` or when the encoder is collected.
+    """
+
+    _pool: Any = None
+    _stop_pool: Any = None
+
+    def _multi_device_pool(self) -> Any:
+        if self._pool is None:
+            self._pool = self.model.start_multi_process_pool(list(self.devices))
+            self._stop_pool = weakref.finalize(self, self.model.stop_multi_process_pool, self._pool)
+        return self._pool
+
+    def close(self) -> None:
+        if self._stop_pool is not None:
+            self._stop_pool()  # a finalizer runs at most once
+        self._pool = self._stop_pool = None
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        several = len(self.devices) > 1
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
             show_progress_bar=self.show_progress,
             convert_to_numpy=True,
             normalize_embeddings=True,
+            pool=self._multi_device_pool() if several and texts else None,
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -255,6 +307,31 @@ class SentenceTransformerEncoder(_BaseEncoder):
 
     def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts)
+
+
+@dataclass
+class PipelineEncoder(SentenceTransformerEncoder):
+    """The helpers' pipeline (:mod:`helpers.encoding`): tokenisation in worker threads
+    overlapped with the forward pass, length-sorted batches, pinned memory; the same
+    vectors as sentence-transformers. A model the pipeline cannot reproduce, or several
+    devices, go through ``SentenceTransformer.encode`` (logged)."""
+
+    pipeline: Any = None
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self.pipeline is None:
+            return super()._encode(texts)
+        return self.pipeline.encode(texts)
+
+    def stream_fn(self, kind: str) -> Any:
+        if self.pipeline is None:
+            return None
+        prefix = self.query_instruction if kind == "query" else ""
+
+        def stream(parts: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
+            return self.pipeline.encode_stream([prefix + t for t in part] for part in parts)
+
+        return stream
 
 
 class FlagModelEncoder(_BaseEncoder):
@@ -296,6 +373,24 @@ def _flag_progress(enabled: bool) -> Iterator[None]:
             setattr(module, name, factory)
 
 
+def _pipeline(
+    st: Any, model: str, devices: list[str], common: dict[str, Any], workers: int | None
+) -> Any:
+    """The pipeline for ``st``, or None (logged) where sentence-transformers must encode."""
+    from helpers.encoding import EncodingPipeline, PipelineUnsupported
+
+    if len(devices) > 1:
+        logger.info("several devices: sentence-transformers' multi-process pool encodes")
+        return None
+    try:
+        return EncodingPipeline(
+            st, batch_size=common["batch_size"], workers=workers, progress=common["show_progress"]
+        )
+    except PipelineUnsupported as err:
+        logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)
+        return None
+
+
 def check_encoder_settings(backend: str, batch_size: int) -> None:
     """Check the backend and batch size before anything is loaded.
 
@@ -310,70 +405,97 @@ def check_encoder_settings(backend: str, batch_size: int) -> None:
 
 def load_encoder(
     model: str = DEFAULT_MODEL,
-    backend: str = "sentence-transformers",
+    backend: str = "pipeline",
     query_instruction: str = "",
     batch_size: int = 64,
     use_fp16: bool = False,
-    device: str = "auto",
+    device: DeviceSpec = "auto",
     show_progress: bool = False,
     cache_dir: str | Path | None = None,
+    workers: int | None = None,
 ) -> SentenceTransformerEncoder | FlagModelEncoder | CachedEncoder:
     """Load a model for encoding queries and documents.
 
     Args:
         model: hub id, local folder, or the embedded default's name.
-        backend: ``"sentence-transformers"`` or ``"flagembedding"`` (``FlagModel``).
+        backend: ``"pipeline"`` (the helpers' overlapped pipeline on the sentence-transformers
+            model, :mod:`helpers.encoding`), ``"sentence-transformers"``
+            (``SentenceTransformer.encode``) or ``"flagembedding"`` (``FlagModel``). All
+            three give the same vectors.
         query_instruction: text put before every query (e.g. BGE's
             ``"Represent this sentence for searching relevant passages: "``); documents get none.
         batch_size: texts per forward pass.
         use_fp16: half precision; honoured on a GPU only, since fp16 on the CPU is slow
             and changes the scores.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or several devices
+            (``["cuda:0", "cuda:1"]`` or ``"cuda:0,cuda:1"``), which the libraries' own
+            multi-process support encodes on (sentence-transformers' pool, FlagModel's
+            ``devices``).
         show_progress: progress bars while encoding.
         cache_dir: when given, embeddings are cached there (:mod:`helpers.cache`): a re-run
             reads them back and an interrupted encoding resumes.
+        workers: the pipeline's tokenising threads; None: all cores but one on a GPU,
+            none (tokenise in line) on a CPU.
 
     Returns:
         An encoder with ``encode_queries`` / ``encode_corpus`` returning float32 arrays.
 
     Raises:
-        ModelError: on an unknown backend, a bad batch size, or a model that does not load.
+        ModelError: on an unknown backend, a bad batch size or device, or a model that
+            does not load.
     """
     check_encoder_settings(backend, batch_size)
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise ModelError(f"workers: expected None or an integer >= 0, got {workers!r}")
     path, revision = resolve_model(model)
-    device = pick_device(device)
-    fp16 = bool(use_fp16) and device.startswith("cuda")
+    devices = parse_devices(device)
+    fp16 = bool(use_fp16) and all(d.startswith("cuda") for d in devices)
     if use_fp16 and not fp16:
-        logger.warning("use_fp16 ignored on %s: fp16 is only used on a GPU", device)
+        logger.warning("use_fp16 ignored on %s: fp16 is only used on a GPU", ",".join(devices))
     common = dict(
         name=model,
         revision=revision,
         backend=backend,
-        device=device,
+        device=",".join(devices),
         use_fp16=fp16,
         query_instruction=query_instruction,
         batch_size=batch_size,
         show_progress=show_progress,
         path=path,
+        devices=devices,
     )
-    encoder = _load(backend, path, model, fp16, device, common)
+    encoder = _load(backend, path, model, fp16, devices, common, workers)
     if cache_dir:
-        return CachedEncoder(encoder, EmbeddingCache(cache_dir))
+        # a GPU encodes a 1,024-row chunk in ~20 ms: bigger chunks keep it busy between writes
+        chunk_size = GPU_CHUNK_SIZE if devices[0].startswith("cuda") else DEFAULT_CHUNK_SIZE
+        return CachedEncoder(encoder, EmbeddingCache(cache_dir, chunk_size=chunk_size))
     return encoder
 
 
 def _load(
-    backend: str, path: str, model: str, fp16: bool, device: str, common: dict[str, Any]
+    backend: str,
+    path: str,
+    model: str,
+    fp16: bool,
+    devices: list[str],
+    common: dict[str, Any],
+    workers: int | None,
 ) -> SentenceTransformerEncoder | FlagModelEncoder:
     try:
-        if backend == "sentence-transformers":
+        if backend in {"pipeline", "sentence-transformers"}:
             from sentence_transformers import SentenceTransformer
 
-            st = SentenceTransformer(path, device=device)
+            st = SentenceTransformer(path, device=devices[0])
             if fp16:
                 st.half()
             dim = int(st.get_embedding_dimension() or 0)
-            return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
+            if backend == "sentence-transformers":
+                return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
+            return PipelineEncoder(
+                model=st, dim=dim, pipeline=_pipeline(st, model, devices, common, workers), **common
+            )  # type: ignore[arg-type]
         from FlagEmbedding import FlagModel
 
         cfg = read_model_config(path)
@@ -389,7 +511,7 @@ def _load(
             use_fp16=fp16,
             query_instruction_for_retrieval=common["query_instruction"] or None,
             query_instruction_format="{}{}",
-            devices=device,
+            devices=devices if len(devices) > 1 else devices[0],
             batch_size=common["batch_size"],
             query_max_length=cfg.max_length,
             passage_max_length=cfg.max_length,

@@ -83,40 +83,62 @@ def model_meta(model: str = DEFAULT_MODEL) -> Any:
 
 
 def load_mteb_model(
-    model: str = DEFAULT_MODEL, device: str = "auto", cache_dir: str | Path | None = None
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+    pipeline: bool = True,
 ) -> Any:
     """Load a sentence-transformers model as an mteb encoder that carries its real identity.
 
     The weights load from the resolved path (the packaged copy for the embedded default,
     offline), and the wrapper's ``mteb_model_meta`` is replaced by :func:`model_meta`, so
     results are filed under the official name and revision instead of
-    ``no_model_name_available``. With ``cache_dir``, every ``encode`` mteb makes goes
-    through the same embedding cache as notebook 1 (:mod:`helpers.cache`).
+    ``no_model_name_available``. Every text ``encode`` mteb makes goes through the same
+    path as notebook 1: the helpers' pipeline (:mod:`helpers.encoding`; with
+    ``pipeline=False``, or for a model it cannot reproduce, ``SentenceTransformer.encode``
+    as mteb would call it) and, with ``cache_dir``, the embedding cache
+    (:mod:`helpers.cache`).
+
+    Args:
+        model: hub id, local folder, or the embedded default's name.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        cache_dir: the embedding cache's folder; None: no cache.
+        batch_size: the pipeline's texts per forward pass (mteb's own ``batch_size``
+            applies to ``SentenceTransformer.encode``).
+        workers: the pipeline's tokenising threads (None: by device).
+        pipeline: use the helpers' pipeline where the model allows.
 
     Raises:
         helpers.models.ModelError: when the model cannot be resolved or loaded.
     """
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
+    from helpers.encoding import EncodingPipeline, PipelineUnsupported
     from helpers.models import ModelError
 
     path, _ = resolve_model(model)
+    device = pick_device(device)
     try:
-        st = SentenceTransformer(path, device=pick_device(device))
+        st = SentenceTransformer(path, device=device)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model: could not load {model!r} ({type(err).__name__}: {err})") from err
-    if cache_dir:
-        wrapper: Any = _cached_wrapper_class()(st)
-        wrapper.cache = EmbeddingCache(cache_dir)
-        wrapper.base_settings = _mteb_cache_settings(model, path, pick_device(device))
-    else:
-        wrapper = SentenceTransformerEncoderWrapper(st)
+    wrapper: Any = _wrapper_class()(st)
+    wrapper.cache = EmbeddingCache(cache_dir) if cache_dir else None
+    wrapper.pipeline = None
+    if pipeline:
+        try:
+            wrapper.pipeline = EncodingPipeline(st, batch_size=batch_size, workers=workers)
+        except PipelineUnsupported as err:
+            logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)
+    engine = "helpers-pipeline" if wrapper.pipeline else "mteb-sentence-transformers"
+    wrapper.base_settings = _mteb_cache_settings(model, path, device, engine)
     wrapper.mteb_model_meta = model_meta(model)
     return wrapper
 
 
-def _mteb_cache_settings(model: str, path: str, device: str) -> dict[str, Any]:
+def _mteb_cache_settings(model: str, path: str, device: str, engine: str) -> dict[str, Any]:
     import sentence_transformers
     import torch
     import transformers
@@ -126,7 +148,7 @@ def _mteb_cache_settings(model: str, path: str, device: str) -> dict[str, Any]:
     return {
         "model": meta.name,
         "weights": weights_fingerprint(path) if local else f"hub@{meta.revision}",
-        "backend": "mteb-sentence-transformers",
+        "backend": engine,
         "device": device.split(":")[0],
         "versions": {
             "torch": torch.__version__,
@@ -136,8 +158,9 @@ def _mteb_cache_settings(model: str, path: str, device: str) -> dict[str, Any]:
     }
 
 
-def _cached_wrapper_class() -> type:
-    """mteb's sentence-transformers wrapper with its text encoding routed through the cache."""
+def _wrapper_class() -> type:
+    """mteb's sentence-transformers wrapper with its text encoding routed through the
+    helpers' pipeline and the embedding cache (both optional)."""
     from datasets import Dataset
     from mteb.models.sentence_transformer_wrapper import (
         SentenceTransformerEncoderWrapper,
@@ -145,8 +168,11 @@ def _cached_wrapper_class() -> type:
     )
     from torch.utils.data import DataLoader
 
-    class CachedSentenceTransformerWrapper(SentenceTransformerEncoderWrapper):  # type: ignore[misc]
-        cache: EmbeddingCache
+    from helpers.encoding import st_prompt
+
+    class HelpersSentenceTransformerWrapper(SentenceTransformerEncoderWrapper):  # type: ignore[misc]
+        cache: EmbeddingCache | None
+        pipeline: Any
         base_settings: dict[str, Any]
 
         def encode(
@@ -160,8 +186,11 @@ def _cached_wrapper_class() -> type:
             **kwargs: Any,
         ) -> Any:
             features = getattr(getattr(inputs, "dataset", None), "column_names", None) or []
-            if set(features) - {"text", "id", "title"}:
-                return super().encode(
+            plain = super().encode
+            if set(features) - {"text", "id", "title"} or (
+                self.cache is None and not self.pipeline
+            ):
+                return plain(
                     inputs,
                     task_metadata=task_metadata,
                     hf_split=hf_split,
@@ -170,18 +199,19 @@ def _cached_wrapper_class() -> type:
                     **kwargs,
                 )
             texts = [text for batch in inputs for text in batch["text"]]
-            prompt = _resolve_prompt(self.model_prompts, task_metadata, prompt_type)
-            settings = {
-                **self.base_settings,
-                "prompt": prompt or "",
-                "prompt_type": getattr(prompt_type, "value", str(prompt_type)),
-            }
+            kind = getattr(prompt_type, "value", None)
+            prompt = st_prompt(
+                self.model, _resolve_prompt(self.model_prompts, task_metadata, prompt_type), kind
+            )
+            settings = {**self.base_settings, "prompt": prompt, "prompt_type": str(kind)}
             batch_size = kwargs.get("batch_size", 32)
 
             def encode_part(part: Any) -> Any:
+                if self.pipeline:
+                    return self.pipeline.encode([prompt + text for text in part])
                 loader = DataLoader(Dataset.from_dict({"text": list(part)}), batch_size=batch_size)
                 return np.asarray(
-                    super(CachedSentenceTransformerWrapper, self).encode(
+                    plain(
                         loader,
                         task_metadata=task_metadata,
                         hf_split=hf_split,
@@ -192,9 +222,16 @@ def _cached_wrapper_class() -> type:
                     dtype=np.float32,
                 )
 
-            return self.cache.encode(texts, settings, encode_part)
+            def stream(parts: Any) -> Any:
+                return self.pipeline.encode_stream([prompt + t for t in part] for part in parts)
 
-    return CachedSentenceTransformerWrapper
+            if self.cache is None:
+                return encode_part(texts)
+            return self.cache.encode(
+                texts, settings, encode_part, stream_fn=stream if self.pipeline else None
+            )
+
+    return HelpersSentenceTransformerWrapper
 
 
 # ---------------------------------------------------------------------------

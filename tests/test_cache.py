@@ -127,3 +127,59 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights-2")
     os.utime(tmp_path / "model.safetensors", (1e9, 2e9))
     assert weights_fingerprint(tmp_path) != first
+
+
+class CountingStream:
+    """A mock streaming encoder: reads parts ahead (like the pipeline) and counts them."""
+
+    def __init__(self, ahead: int = 2):
+        self.encoder = CountingEncoder()
+        self.parts_read = 0
+        self.ahead = ahead
+
+    def __call__(self, parts):
+        parts = iter(parts)
+        window = []
+        for part in parts:
+            self.parts_read += 1
+            window.append(list(part))
+            if len(window) > self.ahead:
+                yield self.encoder(window.pop(0))
+        while window:
+            yield self.encoder(window.pop(0))
+
+
+def test_streaming_encoder_gets_only_the_missing_chunks(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    expected = EmbeddingCache(tmp_path / "plain", 10).encode(TEXTS, SETTINGS, CountingEncoder())
+    dying = CountingEncoder(fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        cache.encode(TEXTS, SETTINGS, dying)  # chunk 0 finished, then killed
+    stream = CountingStream()
+    result = cache.encode(TEXTS, SETTINGS, CountingEncoder(), stream_fn=stream)
+    assert stream.parts_read == 2 and stream.encoder.encoded == 15
+    np.testing.assert_array_equal(result, expected)
+    again = CountingStream()
+    np.testing.assert_array_equal(
+        cache.encode(TEXTS, SETTINGS, CountingEncoder(), stream_fn=again), expected
+    )
+    assert again.parts_read == 0
+
+
+def test_an_entry_keeps_the_chunk_size_it_started_with(tmp_path):
+    EmbeddingCache(tmp_path, chunk_size=10).encode(TEXTS, SETTINGS, CountingEncoder())
+    other = EmbeddingCache(tmp_path, chunk_size=4)
+    enc = CountingEncoder()
+    chunks = list(other.iter_chunks(TEXTS, SETTINGS, enc))
+    assert [len(c) for c in chunks] == [10, 10, 5] and enc.encoded == 0
+
+
+def test_a_failed_chunk_write_is_an_error(tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache, "_write_chunk", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cache.encode(TEXTS, SETTINGS, CountingEncoder())

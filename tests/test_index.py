@@ -157,3 +157,33 @@ def test_estimate_resources_full_msmarco():
     assert flat["encode_hours"] == pytest.approx(8_841_823 / 50 / 3600)
     pq = estimate_resources(8_841_823, 384, passages_per_s=50, factory="IVF4096,PQ48")
     assert pq["index_gb"] == pytest.approx(8_841_823 * (48 + 8) / 1e9)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_torch_exact_search_equals_faiss_flat(metric):
+    rng = np.random.default_rng(7)
+    docs = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((50, 32)).astype(np.float32)
+    ids = [f"d{i}" for i in range(len(docs))]
+    faiss_scores, faiss_pos = build_index(docs, ids, metric=metric).search(queries, 10)
+    index = build_index(docs, ids, metric=metric).to_device("cpu", engine="torch")
+    assert index.engine == "torch"
+    index.torch_block = 700  # several document blocks, merged
+    scores, pos = index.search(queries, 10, batch_size=16)
+    np.testing.assert_array_equal(pos, faiss_pos)
+    np.testing.assert_allclose(scores, faiss_scores, rtol=1e-4, atol=1e-3)
+
+
+def test_device_choices_are_checked():
+    docs = np.eye(8, dtype=np.float32)
+    ids = [str(i) for i in range(8)]
+    with pytest.raises(SearchIndexError, match="needs a Flat index"):
+        build_index(docs, ids, factory="HNSW8").to_device("cpu", engine="torch")
+    with pytest.raises(SearchIndexError, match="engine: expected"):
+        build_index(docs, ids).to_device("cpu", engine="gpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SearchIndexError, match="no GPU is visible"):
+            build_index(docs, ids).to_device("cuda")
+    assert build_index(docs, ids).to_device("auto").engine in {"faiss", "torch", "faiss-gpu"}

@@ -1,0 +1,54 @@
+"""GPU exactness: the helpers' pipeline against sentence-transformers on the same GPU.
+
+4,003 passages (the shipped TREC DL 2019 passages, one over the 256-token limit, an empty
+one), in fp32 and fp16, with tokenising in line and in 15 threads. Prints one JSON object:
+the maximum absolute difference and the minimum cosine for each setting.
+
+    python benchmarks/gpu/check_exactness.py [--model .gpu/model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import sentence_transformers
+import tokenizers
+import torch
+import transformers
+
+from helpers.data import load_retrieval_data
+from helpers.encoding import EncodingPipeline
+from helpers.notebook import project_path, setup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=".gpu/model")
+    args = parser.parse_args()
+    setup(progress=False)
+    corpus = load_retrieval_data(project_path("data/msmarco-dl19/beir")).corpus
+    texts = [*list(corpus.values())[:4000], "A much longer passage " * 100, "", "x"]
+    out: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "gpu": torch.cuda.get_device_name(),
+    }
+    st = sentence_transformers.SentenceTransformer(args.model, device="cuda")
+    for dtype in ("float32", "float16"):
+        st = st.float() if dtype == "float32" else st.half()
+        ref = st.encode(texts, batch_size=256, convert_to_numpy=True, normalize_embeddings=True)
+        for workers in (0, 15):
+            ours = EncodingPipeline(st, batch_size=256, workers=workers).encode(texts)
+            out[f"{dtype}_workers{workers}_max_abs_diff"] = float(np.abs(ours - ref).max())
+            out[f"{dtype}_workers{workers}_min_cosine"] = float((ours * ref).sum(1).min())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The helpers' encoding pipeline: tokenisation overlapped with the forward pass.
+
+Where the time goes (issue 5): on a GPU the forward pass of a small model such as
+all-MiniLM-L6-v2 in fp16 runs at tens of thousands of passages per second, while
+tokenising with the transformers tokenizer runs at a few thousand per second per core,
+and ``SentenceTransformer.encode`` tokenises in the same thread as the forward pass, so
+the GPU waits. This pipeline:
+
+1. sorts the texts by length (longest first, like sentence-transformers), so a batch
+   holds texts of similar length and little padding;
+2. tokenises each batch with the model's Rust tokenizer (``tokenizers``, which releases
+   the GIL) in a pool of ``workers`` threads, ahead of the GPU, across chunk boundaries;
+3. builds the padded ``input_ids`` and ``attention_mask`` with numpy, pins them in page-
+   locked memory and copies them to the device without blocking;
+4. runs the transformer, pools (mean, CLS or max, as the model's sentence-transformers
+   ``Pooling`` says) in float32 and L2-normalises when the model has a ``Normalize``
+   module, and puts the rows back in input order.
+
+It gives sentence-transformers' embeddings (the same tokens, the same pooling; tested)
+for models made of ``Transformer`` + ``Pooling`` (+ ``Normalize``) with a fast
+tokenizer. :func:`unsupported_reason` names what else falls back to
+``SentenceTransformer.encode``.
+
+On a CPU the forward pass is the limit and ``workers=0`` tokenises in line (threads
+would take cores from the forward pass).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+POOLING_MODES = ("mean", "cls", "max")
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class PipelineUnsupported(ValueError):
+    """Raised when a model needs something the pipeline does not do (see the message)."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(device: str) -> int:
+    """Tokenising threads: none on a CPU (the forward pass needs every core), else all
+    cores but one (the one that drives the GPU), at most 16."""
+    if not str(device).startswith("cuda"):
+        return 0
+    return max(1, min(16, available_cores() - 1))
+
+
+def unsupported_reason(st_model: Any) -> str | None:
+    """Why the pipeline cannot reproduce this sentence-transformers model, or None.
+
+    Supported: modules ``Transformer`` then ``Pooling`` (mean, CLS or max, prompt
+    included) and optionally ``Normalize``; a fast tokenizer padding on the right; no
+    lower-casing and no separate query or document lengths.
+    """
+    names = [type(module).__name__ for module in st_model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n not in SUPPORTED_MODULES for n in names):
+        return f"modules {names}; the pipeline supports Transformer, Pooling[, Normalize]"
+    transformer, pooling = st_model[0], st_model[1]
+    tokenizer = getattr(transformer, "tokenizer", None)
+    if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+        return "no fast (Rust) tokenizer"
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        return "the tokenizer pads on the left"
+    if getattr(transformer, "do_lower_case", False):
+        return "the model lower-cases its input"
+    if getattr(transformer, "query_length", None) or getattr(transformer, "document_length", None):
+        return "the model has separate query and document lengths"
+    mode = _pooling_mode(pooling)
+    if mode not in POOLING_MODES:
+        return f"pooling {mode!r}; the pipeline supports {list(POOLING_MODES)}"
+    if not getattr(pooling, "include_prompt", True):
+        return "the pooling leaves the prompt out"
+    return None
+
+
+def _pooling_mode(pooling: Any) -> str:
+    mode = getattr(pooling, "pooling_mode", None)
+    if isinstance(mode, str):
+        return {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}.get(mode, mode)
+    config = pooling.get_config_dict() if hasattr(pooling, "get_config_dict") else {}
+    if "pooling_mode" in config:
+        return str(config["pooling_mode"])
+    for key, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls")):
+        if config.get(key):
+            return name
+    if config.get("pooling_mode_max_tokens"):
+        return "max"
+    return "unknown"
+
+
+def st_prompt(st_model: Any, prompt: str | None, kind: str | None) -> str:
+    """The prompt ``SentenceTransformer.encode_query`` / ``encode_document`` (``kind``
+    ``"query"`` / ``"document"``) or ``encode`` (``kind`` None) would put before each text:
+    an explicit ``prompt`` wins, then the model's prompt named ``kind``, then its default."""
+    if prompt is not None:
+        return prompt
+    prompts = getattr(st_model, "prompts", None) or {}
+    name = kind if kind in prompts else getattr(st_model, "default_prompt_name", None)
+    return str(prompts.get(name) or "") if name else ""
+
+
+class EncodingPipeline:
+    """Encode texts with a sentence-transformers model at the forward pass's speed.
+
+    The model's weights are shared with ``st_model`` (nothing is copied); its device and
+    dtype are the pipeline's.
+
+    Args:
+        st_model: a loaded ``SentenceTransformer``.
+        batch_size: texts per forward pass.
+        workers: tokenising threads; None picks :func:`default_workers` for the device,
+            0 tokenises in line.
+        prefetch: batches tokenised ahead of the GPU; None means ``4 * workers`` (at
+            least 2).
+        progress: a progress bar (texts encoded, and their rate).
+
+    Raises:
+        PipelineUnsupported: naming what the model needs (see :func:`unsupported_reason`).
+        ValueError: for a batch size or worker count that is not a positive integer (0
+            workers is allowed).
+    """
+
+    def __init__(
+        self,
+        st_model: Any,
+        batch_size: int = 256,
+        workers: int | None = None,
+        prefetch: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        import torch
+        from tokenizers import Tokenizer
+
+        reason = unsupported_reason(st_model)
+        if reason:
+            raise PipelineUnsupported(f"encoding pipeline: {reason}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        transformer, pooling = st_model[0], st_model[1]
+        self.model = transformer.auto_model
+        self.model.eval()
+        parameter = next(self.model.parameters())
+        self.device = parameter.device
+        self.dtype = parameter.dtype
+        self.batch_size = batch_size
+        if workers is None:
+            workers = default_workers(str(self.device))
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+        self.workers = workers
+        self.prefetch = prefetch or max(2, 4 * workers)
+        self.progress = progress
+        self.pooling = _pooling_mode(pooling)
+        self.dim = int(self.model.config.hidden_size)
+        self.normalize = any(type(m).__name__ == "Normalize" for m in st_model)
+        hf_tokenizer = transformer.tokenizer
+        self.max_length = int(
+            min(
+                transformer.max_seq_length or hf_tokenizer.model_max_length,
+                getattr(self.model.config, "max_position_embeddings", 1 << 30),
+            )
+        )
+        self.tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(
+            self.max_length, direction=getattr(hf_tokenizer, "truncation_side", "right")
+        )
+        self.pad_id = int(hf_tokenizer.pad_token_id or 0)
+        self._pin = self.device.type == "cuda" and torch.cuda.is_available()
+
+    # -- tokenising (worker threads) -----------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        """``(input_ids, attention_mask)`` as int64 tensors padded to the longest text
+        (pinned when the model is on a GPU). Thread-safe; the Rust part runs without the GIL."""
+        import torch
+
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        sequences = [encoding.ids for encoding in encode(list(texts))]
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        width = int(lengths.max()) if len(sequences) else 0
+        mask = np.arange(width) < lengths[:, None]
+        ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
+        ids[mask] = np.fromiter(
+            itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum())
+        )
+        input_ids = torch.from_numpy(ids)
+        attention_mask = torch.from_numpy(mask.astype(np.int64))
+        if self._pin:
+            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
+        return input_ids, attention_mask
+
+    # -- forward pass (calling thread) ---------------------------------------------
+
+    def _embed(self, input_ids: Any, attention_mask: Any) -> Any:
+        import torch
+
+        ids = input_ids.to(self.device, non_blocking=True)
+        mask = attention_mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(mask.unsqueeze(-1) == 0, -1e9).max(dim=1).values
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` in input order, float32, one row per text."""
+        return next(self.encode_stream([texts], total=len(texts)))
+
+    def encode_stream(
+        self, parts: Iterable[Sequence[str]], total: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Embeddings of each part in turn (float32, input order within each part).
+
+        Tokenising runs ahead across part boundaries, so a caller that writes each part
+        somewhere (the embedding cache's chunks) does not leave the GPU waiting at the
+        start of the next part. Parts are read from ``parts`` lazily. ``total`` (texts)
+        only sizes the progress bar.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="Encoding", unit="text", disable=not self.progress)
+
+        batches = self._batches(parts)
+        pool = ThreadPoolExecutor(self.workers, "tokenize") if self.workers else None
+        pending: deque[tuple[int, np.ndarray, Future[Any] | tuple[Any, Any] | None]] = deque()
+        outputs: list[tuple[np.ndarray, Any]] = []
+        current = 0
+
+        def submit() -> bool:
+            item = next(batches, None)
+            if item is None:
+                return False
+            part, rows, texts = item
+            job: Future[Any] | tuple[Any, Any] | None = None
+            if texts:
+                job = pool.submit(self.tokenize, texts) if pool else self.tokenize(texts)
+            pending.append((part, rows, job))
+            return True
+
+        try:
+            while len(pending) < self.prefetch and submit():
+                pass
+            started = bool(pending)
+            with torch.inference_mode():
+                while pending:
+                    part, rows, job = pending.popleft()
+                    submit()
+                    if part != current:  # every batch of the previous part is on its way
+                        yield self._assemble(outputs)
+                        outputs, current = [], part
+                    if job is not None:
+                        tensors = job.result() if isinstance(job, Future) else job
+                        outputs.append((rows, self._embed(*tensors)))
+                        bar.update(len(rows))
+                if started:
+                    yield self._assemble(outputs)
+        finally:
+            bar.close()
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batches(
+        self, parts: Iterable[Sequence[str]]
+    ) -> Iterator[tuple[int, np.ndarray, list[str]]]:
+        """(part number, rows of the batch within its part, texts), longest texts first;
+        an empty part is one empty batch, so every part number appears in turn."""
+        for number, part in enumerate(parts):
+            texts = list(part)
+            if not texts:
+                yield number, np.zeros(0, dtype=np.int64), []
+                continue
+            order = np.argsort([-len(text) for text in texts], kind="stable")
+            for start in range(0, len(texts), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                yield number, rows, [texts[i] for i in rows]
+
+    def _assemble(self, outputs: list[tuple[np.ndarray, Any]]) -> np.ndarray:
+        """One part's rows back in input order, on the CPU."""
+        import torch
+
+        if not outputs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = torch.from_numpy(np.concatenate([r for r, _ in outputs])).to(self.device)
+        vectors = torch.cat([v for _, v in outputs])
+        result = torch.empty_like(vectors)
+        result[rows] = vectors
+        return np.ascontiguousarray(result.cpu().numpy(), dtype=np.float32)

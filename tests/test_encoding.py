@@ -1,0 +1,156 @@
+"""The helpers' encoding pipeline against sentence-transformers, the reference it must match."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.encoding import EncodingPipeline, st_prompt, unsupported_reason
+from helpers.models import DEFAULT_MODEL, load_encoder, resolve_model
+
+TEXTS = [
+    "The Manhattan Project produced the first nuclear weapons during World War II.",
+    "what is the daily life of thai people",
+    "Short.",
+    "A much longer passage " * 100,  # over the 256-token limit: truncation must agree
+    "Ünïcödé, accents and emoji 🙂 — and [brackets].",
+    "",
+    "x",
+    "Another ordinary sentence about retrieval evaluation and embeddings.",
+]
+
+
+@pytest.fixture(scope="module")
+def st():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_model(DEFAULT_MODEL)[0], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def corpus_texts():
+    from helpers.data import load_retrieval_data
+    from helpers.notebook import project_path
+
+    data = load_retrieval_data(project_path("data/msmarco-dl19/beir"))
+    return list(data.corpus.values())[:300]
+
+
+def test_tokens_equal_the_transformers_tokenizer(st, corpus_texts):
+    pipeline = EncodingPipeline(st, workers=0)
+    texts = TEXTS + corpus_texts[:100]
+    ids, mask = pipeline.tokenize(texts)
+    ref = st.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+    np.testing.assert_array_equal(ids.numpy(), ref["input_ids"])
+    np.testing.assert_array_equal(mask.numpy(), ref["attention_mask"])
+    assert ids.shape[1] == 256  # the long text is truncated to the model's limit
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_vectors_equal_sentence_transformers_in_input_order(st, corpus_texts, workers):
+    texts = TEXTS + corpus_texts[:120]
+    ours = EncodingPipeline(st, batch_size=16, workers=workers).encode(texts)
+    ref = st.encode(texts, batch_size=16, convert_to_numpy=True, normalize_embeddings=True)
+    assert ours.shape == (len(texts), 384) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=2e-6)
+
+
+def test_stream_across_parts_equals_one_call(st, corpus_texts):
+    pipeline = EncodingPipeline(st, batch_size=32, workers=2, prefetch=3)
+    parts = [corpus_texts[:50], [], corpus_texts[50:51], corpus_texts[51:200]]
+    outputs = list(pipeline.encode_stream(parts))
+    assert [o.shape for o in outputs] == [(50, 384), (0, 384), (1, 384), (149, 384)]
+    np.testing.assert_allclose(
+        np.concatenate(outputs), pipeline.encode(corpus_texts[:200]), atol=1e-6
+    )
+    assert pipeline.encode([]).shape == (0, 384)
+    assert list(pipeline.encode_stream([])) == []
+
+
+@pytest.mark.parametrize("mode", ["cls", "max"])
+def test_other_pooling_modes_equal_sentence_transformers(st, mode):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    other = SentenceTransformer(modules=[st[0], Pooling(384, pooling_mode=mode)], device="cpu")
+    ours = EncodingPipeline(other, batch_size=4).encode(TEXTS)
+    np.testing.assert_allclose(ours, other.encode(TEXTS, batch_size=4), atol=2e-5)
+    assert not np.allclose(np.linalg.norm(ours, axis=1), 1.0)  # no Normalize module: raw
+
+
+def test_unsupported_models_are_named_and_fall_back(st):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    weighted = SentenceTransformer(
+        modules=[st[0], Pooling(384, pooling_mode="weightedmean")], device="cpu"
+    )
+    assert "pooling 'weightedmean'" in unsupported_reason(weighted)
+    assert unsupported_reason(st) is None
+    with pytest.raises(ValueError, match="encoding pipeline: pooling"):
+        EncodingPipeline(weighted)
+    with pytest.raises(ValueError, match="workers"):
+        EncodingPipeline(st, workers=-1)
+
+
+def test_prompts_resolve_like_sentence_transformers(st):
+    saved = dict(st.prompts), st.default_prompt_name
+    try:
+        st.prompts = {"query": "query: ", "document": "passage: ", "other": "other: "}
+        pipeline = EncodingPipeline(st, workers=0)
+        for kind, method in (("query", st.encode_query), ("document", st.encode_document)):
+            prompt = st_prompt(st, None, kind)
+            np.testing.assert_allclose(
+                pipeline.encode([prompt + t for t in TEXTS[:3]]), method(TEXTS[:3]), atol=2e-6
+            )
+        assert st_prompt(st, "explicit: ", "query") == "explicit: "
+        assert st_prompt(st, None, None) == ""
+        st.default_prompt_name = "other"
+        assert st_prompt(st, None, None) == "other: "
+    finally:
+        st.prompts, st.default_prompt_name = saved
+
+
+def test_pipeline_backend_matches_the_other_backends_and_uses_the_cache(tmp_path):
+    pipeline = load_encoder(DEFAULT_MODEL, backend="pipeline", query_instruction="query: ")
+    plain = load_encoder(
+        DEFAULT_MODEL, backend="sentence-transformers", query_instruction="query: "
+    )
+    assert pipeline.pipeline is not None and pipeline.pipeline.workers == 0  # CPU: in line
+    for method in ("encode_corpus", "encode_queries"):
+        np.testing.assert_allclose(
+            getattr(pipeline, method)(TEXTS), getattr(plain, method)(TEXTS), atol=2e-6
+        )
+    cached = load_encoder(DEFAULT_MODEL, backend="pipeline", cache_dir=tmp_path)
+    cached.cache.chunk_size = 3
+    first = cached.encode_corpus(TEXTS)
+    assert cached.cache.computed_chunks == 3
+    np.testing.assert_array_equal(cached.encode_corpus(TEXTS), first)
+    assert cached.cache.hits == 3 and cached.cache.computed_chunks == 3
+    np.testing.assert_allclose(first, plain.encode_corpus(TEXTS), atol=2e-6)
+
+
+def test_several_devices_use_the_libraries_pool():
+    """Two CPU processes through sentence-transformers' multi-process pool (spawn)."""
+    single = load_encoder(DEFAULT_MODEL, backend="sentence-transformers", device="cpu")
+    several = load_encoder(DEFAULT_MODEL, backend="pipeline", device="cpu,cpu")
+    try:
+        assert several.devices == ["cpu", "cpu"] and several.pipeline is None
+        np.testing.assert_allclose(
+            several.encode_corpus(TEXTS), single.encode_corpus(TEXTS), atol=2e-6
+        )
+        assert len(several._pool["processes"]) == 2
+    finally:
+        several.close()
+    assert several._pool is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"device": []}, "device: expected"), ({"workers": -2}, "workers: expected")],
+)
+def test_bad_device_or_workers_are_named(kwargs, message):
+    from helpers.models import ModelError
+
+    with pytest.raises(ModelError, match=message):
+        load_encoder(**kwargs)
