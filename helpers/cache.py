@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -117,16 +118,21 @@ class EmbeddingCache:
             return False
         return True
 
-    def _looks_complete(self, key: str, index: int, rows: int) -> bool:
-        """Cheap check before encoding starts: manifest and file present, sizes agree.
-        The SHA-256 is checked when the chunk is read (:meth:`_valid_chunk`)."""
+    def _looks_complete(self, key: str, index: int, rows: int, texts_sha: str = "") -> bool:
+        """Cheap check before encoding starts: manifest and file present, sizes agree (and,
+        for a streamed corpus, the chunk's texts). The SHA-256 of the vectors is checked
+        when the chunk is read (:meth:`_valid_chunk`)."""
         npy, manifest = self._chunk_paths(key, index)
         try:
             info = json.loads(manifest.read_text(encoding="utf-8"))
             size = npy.stat().st_size
-            return bool(info.get("rows") == rows and info.get("bytes", size) == size)
         except (OSError, ValueError):
             return False
+        return bool(
+            info.get("rows") == rows
+            and info.get("bytes", size) == size
+            and info.get("texts_sha256", "") == texts_sha
+        )
 
     def encode(
         self,
@@ -174,75 +180,151 @@ class EmbeddingCache:
         writes are finished (or have failed loudly) before this generator ends.
         """
         key = key or cache_key(settings, texts)
+        chunk_size = self._open_entry(key, {"settings": dict(settings), "rows": len(texts)})
+        chunks = (
+            (i, texts[start : start + chunk_size], "")
+            for i, start in enumerate(range(0, len(texts), chunk_size))
+        )
+        bar = _bar(progress, -(-len(texts) // chunk_size), "chunk")
+        for _, vectors in self._serve(key, chunks, encode_fn, stream_fn, None, bar):
+            yield vectors
+
+    def encode_records(
+        self,
+        records: Iterable[tuple[str, str]],
+        settings: Mapping[str, Any],
+        source: str,
+        encode_fn: Callable[[Sequence[str]], np.ndarray],
+        stream_fn: StreamFn | None = None,
+        window: int = 8,
+        progress: bool = False,
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Embed a streamed corpus: ``(doc id, text)`` records in, ``(ids, vectors)`` chunks out.
+
+        For a corpus too large to hold its texts (the full MS MARCO: 8.8M passages, see
+        :func:`helpers.data.stream_corpus`): records are read ``chunk_size`` at a time and
+        ``window`` chunks ahead. The entry is keyed on ``settings`` and ``source`` (e.g.
+        ``"namespace-Pt/msmarco-corpus:train"``); each chunk's manifest holds the SHA-256
+        of its ids and texts, so a chunk is reused only for exactly the same records, and a
+        killed run resumes at the first chunk not finished.
+
+        Yields:
+            ``(ids, vectors)`` per chunk, vectors memory-mapped when read from the cache.
+        """
+        key = hashlib.sha256(
+            (json.dumps(dict(settings), sort_keys=True, default=str) + "\0" + source).encode()
+        ).hexdigest()[:32]
+        chunk_size = self._open_entry(key, {"settings": dict(settings), "source": source})
+        ids_by_chunk: dict[int, list[str]] = {}
+
+        def chunks() -> Iterator[tuple[int, list[str], str]]:
+            rows = iter(records)
+            for index in itertools.count():
+                part = list(itertools.islice(rows, chunk_size))
+                if not part:
+                    return
+                ids_by_chunk[index] = [doc_id for doc_id, _ in part]
+                texts = [text for _, text in part]
+                sha = texts_fingerprint([*ids_by_chunk[index], *texts])
+                yield index, texts, sha
+
+        bar = _bar(progress, None, "chunk")
+        for index, vectors in self._serve(key, chunks(), encode_fn, stream_fn, window, bar):
+            yield ids_by_chunk.pop(index), vectors
+
+    def _open_entry(self, key: str, meta: dict[str, Any]) -> int:
+        """Create the entry's folder and ``meta.json``; clear stale temporary files; return
+        the entry's chunk size (the one it was started with)."""
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         meta_file = folder / "meta.json"
-        chunk_size = _stored_chunk_size(meta_file)  # an entry keeps the size it started with
+        chunk_size = _stored_chunk_size(meta_file)
         if chunk_size is None:
             chunk_size = self.chunk_size
-            write_json(
-                meta_file,
-                {"settings": dict(settings), "rows": len(texts), "chunk_size": chunk_size},
-            )
+            write_json(meta_file, {**meta, "chunk_size": chunk_size})
         for stale in folder.glob(".*.tmp"):
             stale.unlink()
-        starts = list(range(0, len(texts), chunk_size))
-        cached = [
-            self._looks_complete(key, i, len(texts[s : s + chunk_size]))
-            for i, s in enumerate(starts)
-        ]
-        missing = (
-            texts[s : s + chunk_size] for s, done in zip(starts, cached, strict=True) if not done
-        )
-        stream: Iterator[np.ndarray] = (
-            iter(stream_fn(missing)) if stream_fn else (encode_fn(part) for part in missing)
-        )
-        bar: Any = None
-        if progress:
-            from tqdm.auto import tqdm
+        return chunk_size
 
-            bar = tqdm(total=len(starts), desc="Encoding (cached chunks)", unit="chunk")
+    def _serve(
+        self,
+        key: str,
+        chunks: Iterator[tuple[int, Sequence[str], str]],
+        encode_fn: Callable[[Sequence[str]], np.ndarray],
+        stream_fn: StreamFn | None,
+        window: int | None,
+        bar: Any,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Read or compute each chunk ``(index, texts, texts_sha)`` in order.
+
+        ``window`` chunks at a time (None: all), the missing ones of a window go to the
+        encoder together, so a streaming encoder works ahead across them.
+        """
         writer = ThreadPoolExecutor(1, "cache-writer")
         writes: list[Future[None]] = []
         try:
-            for index, (start, done) in enumerate(zip(starts, cached, strict=True)):
-                part = texts[start : start + chunk_size]
-                npy, _ = self._chunk_paths(key, index)
-                if done and self._valid_chunk(key, index, len(part)):
-                    self.hits += 1
-                    vectors = np.load(npy, mmap_mode="r")
-                else:
-                    # a chunk planned as cached but corrupt is recomputed on its own
-                    vectors = next(stream) if not done else encode_fn(part)
-                    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                    if vectors.shape[0] != len(part):
-                        raise ValueError(
-                            f"encode_fn returned {vectors.shape[0]} rows for {len(part)} texts"
-                        )
-                    writes.append(writer.submit(self._write_chunk, key, index, vectors))
-                    self.computed_chunks += 1
-                if bar is not None:
-                    bar.update(1)
-                yield vectors
+            while True:
+                group = list(itertools.islice(chunks, window))
+                if not group:
+                    break
+                cached = [self._looks_complete(key, i, len(t), sha) for i, t, sha in group]
+                todo = (t for (_, t, _), done in zip(group, cached, strict=True) if not done)
+                stream: Iterator[np.ndarray] = (
+                    iter(stream_fn(todo)) if stream_fn else (encode_fn(t) for t in todo)
+                )
+                try:
+                    for (index, texts, sha), done in zip(group, cached, strict=True):
+                        npy, _ = self._chunk_paths(key, index)
+                        if done and self._valid_chunk(key, index, len(texts)):
+                            self.hits += 1
+                            vectors = np.load(npy, mmap_mode="r")
+                        else:  # a chunk planned as cached but corrupt is recomputed alone
+                            vectors = next(stream) if not done else encode_fn(texts)
+                            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                            if vectors.shape[0] != len(texts):
+                                raise ValueError(
+                                    f"encode_fn returned {vectors.shape[0]} rows "
+                                    f"for {len(texts)} texts"
+                                )
+                            writes.append(
+                                writer.submit(self._write_chunk, key, index, vectors, sha)
+                            )
+                            self.computed_chunks += 1
+                        if bar is not None:
+                            bar.update(1)
+                        yield index, vectors
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close:
+                        close()
         finally:
             writer.shutdown(wait=True)
             if bar is not None:
                 bar.close()
-            close = getattr(stream, "close", None)
-            if close:
-                close()
         for write in writes:
             write.result()  # a failed write is an error, not a silent miss next time
 
-    def _write_chunk(self, key: str, index: int, vectors: np.ndarray) -> None:
+    def _write_chunk(self, key: str, index: int, vectors: np.ndarray, texts_sha: str = "") -> None:
         """Write one chunk atomically: the ``.npy`` first, then its manifest."""
         npy, manifest = self._chunk_paths(key, index)
         data = _npy_bytes(vectors)  # serialised once: written and hashed from memory
         atomic_write(npy, _bytes_writer(data))
-        write_json(
-            manifest,
-            {"rows": len(vectors), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        )
+        info = {
+            "rows": len(vectors),
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        if texts_sha:
+            info["texts_sha256"] = texts_sha
+        write_json(manifest, info)
+
+
+def _bar(progress: bool, total: int | None, unit: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Encoding (cached chunks)", unit=unit)
 
 
 def _stored_chunk_size(meta_file: Path) -> int | None:

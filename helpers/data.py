@@ -409,6 +409,78 @@ def _load_hub_corpus(corpus: str | Path | None, default_folder: Path | None) -> 
     raise DataError(f"corpus: {str(corpus)!r} is neither an existing folder/file nor a hub id")
 
 
+def _corpus_record(rec: dict[str, Any], number: int, where: str) -> tuple[str, str]:
+    """(id, text) of a corpus record in either layout: BEIR (``_id``, ``title``, ``text``)
+    or hub (``content``, id optional: the record's 0-based number)."""
+    if "content" in rec:
+        return _record_id(rec, DOC_ID_FIELDS, str(number)), str(rec["content"]).strip()
+    _require(rec, ("_id", "text"), where)
+    return str(rec["_id"]), f"{rec.get('title') or ''} {rec['text']}".strip()
+
+
+def stream_corpus(
+    source: str | Path, split: str = "train", limit: int = 0
+) -> Iterator[tuple[str, str]]:
+    """``(doc id, text)`` records of a corpus, one at a time: never the whole corpus in RAM.
+
+    For collections too large to load (the full MS MARCO passage collection,
+    ``namespace-Pt/msmarco-corpus``: 8,841,823 passages), feed this to
+    :meth:`helpers.cache.EmbeddingCache.encode_records` (or
+    :meth:`helpers.models.CachedEncoder.encode_records`), then build the index from the
+    cached chunks (:func:`helpers.index.build_index_from_chunks`).
+
+    Args:
+        source: a hub dataset id (read with ``datasets``' ``streaming=True``), a
+            ``.jsonl(.gz)`` file, or a folder holding ``corpus.jsonl(.gz)``. Records in
+            the BEIR layout (``_id``, ``title``, ``text``) or the hub one (``content``).
+        split: the hub dataset's split.
+        limit: stop after this many records (0: all).
+
+    Raises:
+        DataError: for a source that is neither a file, a folder nor a reachable hub id,
+            a record without the needed columns, an empty text or a repeated id (checked
+            as the records go by).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = find_file(path, "corpus.jsonl")
+        if found is None:
+            raise DataError(f"source: no corpus.jsonl(.gz) in {str(path)!r}")
+        path = found
+    if path.is_file():
+        rows: Iterator[dict[str, Any]] = read_jsonl(path)
+        where = str(path)
+    elif _is_hub_id(str(source)):
+        try:
+            require_hub("source", str(source), EMBEDDED_DATASET)
+        except OSError as err:
+            raise DataError(str(err)) from err
+        try:
+            import datasets
+
+            rows = iter(datasets.load_dataset(str(source), split=split, streaming=True))
+        except Exception as err:  # noqa: BLE001 - any loader failure, re-raised with its name
+            raise DataError(
+                f"source: could not stream {str(source)!r} split {split!r} from the hub "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        where = f"{source} ({split})"
+    else:
+        raise DataError(f"source: {str(source)!r} is neither an existing folder/file nor a hub id")
+    seen: set[str] = set()
+    for number, rec in enumerate(rows):
+        if limit and number >= limit:
+            return
+        at = f"{where}, record {number}"
+        doc_id, text = _corpus_record(rec, number, at)
+        if doc_id in seen:
+            raise DataError(f"{at}: duplicate id {doc_id!r}")
+        if not text:
+            raise DataError(f"{at}: empty text for id {doc_id!r}")
+        seen.add(doc_id)
+        yield doc_id, text
+
+
 DANGLING_CHOICES = ("warn", "error", "ignore")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,6 +413,25 @@ def build_index_from_chunks(
     if index is None or total != len(doc_ids):
         raise SearchIndexError(f"chunks: {total} vectors for {len(doc_ids)} document ids")
     return DocIndex(index, list(doc_ids), factory, metric)
+
+
+def build_index_from_stream(
+    chunks: Iterable[tuple[Sequence[str], np.ndarray]],
+    factory: str = "Flat",
+    metric: str = "ip",
+    train_size: int = 100_000,
+) -> DocIndex:
+    """:func:`build_index_from_chunks` for ``(ids, vectors)`` chunks, as
+    :meth:`helpers.cache.EmbeddingCache.encode_records` yields them: the ids are collected
+    as the chunks go by, so neither the texts nor the ids are needed beforehand."""
+    doc_ids: list[str] = []
+
+    def vectors() -> Iterator[np.ndarray]:
+        for ids, chunk in chunks:
+            doc_ids.extend(ids)
+            yield chunk
+
+    return build_index_from_chunks(vectors(), doc_ids, factory, metric, train_size)
 
 
 def estimate_resources(

@@ -163,6 +163,22 @@ class CachedEncoder:
             stream_fn=self.encoder.stream_fn("query"),
         )
 
+    def encode_records(
+        self, records: Iterable[tuple[str, str]], source: str, window: int = 8
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """A streamed corpus (:func:`helpers.data.stream_corpus`) through the cache, chunk
+        by chunk: ``(ids, vectors)``; a killed run resumes. See
+        :meth:`helpers.cache.EmbeddingCache.encode_records`."""
+        return self.cache.encode_records(
+            records,
+            self.encoder.cache_settings("document"),
+            source,
+            self.encoder.encode_corpus,
+            stream_fn=self.encoder.stream_fn("document"),
+            window=window,
+            progress=self.encoder.show_progress,
+        )
+
     def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
         """Documents, from the cache chunk by chunk; a killed run resumes."""
         return self.cache.encode(
