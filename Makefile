@@ -51,6 +51,7 @@ regen: install ## re-execute the committed notebooks in place (the nbval referen
 
 bench: install ## the CPU benchmarks (each prints one JSON object as its last line)
 	$(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu --passages 1024
+	$(QUIET) $(BIN)/python benchmarks/pipeline_feed.py --passages 20000
 	$(QUIET) $(BIN)/python benchmarks/cache_rerun.py
 	$(QUIET) $(BIN)/python benchmarks/search_scale.py --sizes 100000 1000000
 

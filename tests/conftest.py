@@ -6,6 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers.notebook import PROJECT_ROOT
@@ -71,3 +72,20 @@ def hub_folder(tmp_path: Path) -> Path:
         ],
     )
     return folder
+
+
+class CountingEncoder:
+    """A mock encoder: seeded vectors per text, counting the texts it encodes."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.encoded = 0
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.encoded += len(texts)
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(8) for t in texts]
+        return np.array(rows, dtype=np.float32).reshape(len(texts), 8)

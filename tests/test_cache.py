@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import CountingEncoder
 from helpers.cache import EmbeddingCache, cache_key, texts_fingerprint, weights_fingerprint
 
 TEXTS = [f"passage number {i}" for i in range(25)]
@@ -19,23 +20,6 @@ SETTINGS = {
     "dtype": "float32",
     "instruction": "",
 }
-
-
-class CountingEncoder:
-    """A mock encoder: seeded vectors per text, counting the texts it encodes."""
-
-    def __init__(self, fail_after: int | None = None):
-        self.encoded = 0
-        self.calls = 0
-        self.fail_after = fail_after
-
-    def __call__(self, texts):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt("killed")
-        self.encoded += len(texts)
-        rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(8) for t in texts]
-        return np.array(rows, dtype=np.float32)
 
 
 def test_same_run_twice_is_a_hit(tmp_path):

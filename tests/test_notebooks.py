@@ -74,7 +74,16 @@ def _trec_eval(qrels, run, cutoffs, level):
 CASES = {
     "beir": dict(
         dataset="data/msmarco-dl19/beir",
+        backend="pipeline",
+        index_factory="Flat",
+        level=2,
+        qrels=_beir_qrels,
+    ),
+    # several devices inside a Jupyter kernel: sentence-transformers' pool (spawn)
+    "beir-two-processes": dict(
+        dataset="data/msmarco-dl19/beir",
         backend="sentence-transformers",
+        device="cpu,cpu",
         index_factory="Flat",
         level=2,
         qrels=_beir_qrels,
@@ -103,6 +112,8 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
     )
+    if "device" in spec:
+        params["device"] = spec["device"]
     executed = papermill.execute_notebook(
         str(NOTEBOOK),
         str(tmp_path / "executed.ipynb"),
@@ -126,6 +137,7 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
     assert result["relevance_level"] == spec["level"]
     assert result["num_queries"] == 4 and result["data"]["documents"] == 400
     assert result["model"]["backend"] == spec["backend"]
+    assert result["model"]["device"] == spec.get("device", "cpu")
 
     run = _read_run(out / "run.trec")
     assert len(run) == 4 and all(len(docs) == 50 for docs in run.values())

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DATA, write_jsonl
+from conftest import DATA, CountingEncoder, write_jsonl
 from helpers.cache import EmbeddingCache
 from helpers.data import DataError, load_retrieval_data, stream_corpus
 from helpers.hub import hub_offline_reason
@@ -17,22 +17,8 @@ SETTINGS = {"model": "mock", "dim": 8}
 
 
 def mock_encode(texts):
-    """Seeded vectors per text (a mock encoder)."""
-    rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(8) for t in texts]
-    return np.array(rows, dtype=np.float32).reshape(len(texts), 8)
-
-
-class Counting:
-    def __init__(self, fail_after: int | None = None):
-        self.calls = self.texts = 0
-        self.fail_after = fail_after
-
-    def __call__(self, texts):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt("killed")
-        self.texts += len(texts)
-        return mock_encode(texts)
+    """Seeded vectors per text (the mock encoder's, without the counting)."""
+    return CountingEncoder()(texts)
 
 
 def records(n: int, changed: int | None = None):
@@ -86,26 +72,26 @@ def test_stream_from_the_hub_fails_fast_offline():
 
 def test_streamed_encoding_is_cached_resumes_and_checks_each_chunk(tmp_path):
     cache = EmbeddingCache(tmp_path, chunk_size=10)
-    dying = Counting(fail_after=3)
+    dying = CountingEncoder(fail_after=3)
     with pytest.raises(KeyboardInterrupt):
         list(cache.encode_records(records(45), SETTINGS, "toy", dying, window=2))
-    assert dying.texts == 30
+    assert dying.encoded == 30
 
-    resumed = Counting()
+    resumed = CountingEncoder()
     chunks = list(cache.encode_records(records(45), SETTINGS, "toy", resumed, window=2))
-    assert resumed.texts == 15  # only the chunks not finished
+    assert resumed.encoded == 15  # only the chunks not finished
     ids = [i for chunk_ids, _ in chunks for i in chunk_ids]
     assert ids == [f"d{i}" for i in range(45)]
     vectors = np.concatenate([v for _, v in chunks])
     np.testing.assert_array_equal(vectors, mock_encode([t for _, t in records(45)]))
 
-    again = Counting()
+    again = CountingEncoder()
     list(cache.encode_records(records(45), SETTINGS, "toy", again))
-    assert again.texts == 0
+    assert again.encoded == 0
 
-    edited = Counting()  # one record changed: only its chunk is encoded again
+    edited = CountingEncoder()  # one record changed: only its chunk is encoded again
     out = list(cache.encode_records(records(45, changed=23), SETTINGS, "toy", edited))
-    assert edited.texts == 10
+    assert edited.encoded == 10
     np.testing.assert_array_equal(out[2][1][3], mock_encode(["passage 23 (edited)"])[0])
 
 
