@@ -264,19 +264,21 @@ class EncodingPipeline:
             while len(pending) < self.prefetch and submit():
                 pass
             started = bool(pending)
-            with torch.inference_mode():
-                while pending:
-                    part, rows, job = pending.popleft()
-                    submit()
-                    if part != current:  # every batch of the previous part is on its way
-                        yield self._assemble(outputs)
-                        outputs, current = [], part
-                    if job is not None:
-                        tensors = job.result() if isinstance(job, Future) else job
-                        outputs.append((rows, self._embed(*tensors)))
-                        bar.update(len(rows))
-                if started:
+            # inference mode is entered per step, never across a yield: the caller's code
+            # between parts must not run inside it
+            while pending:
+                part, rows, job = pending.popleft()
+                submit()
+                if part != current:  # every batch of the previous part is on its way
                     yield self._assemble(outputs)
+                    outputs, current = [], part
+                if job is not None:
+                    tensors = job.result() if isinstance(job, Future) else job
+                    with torch.inference_mode():
+                        outputs.append((rows, self._embed(*tensors)))
+                    bar.update(len(rows))
+            if started:
+                yield self._assemble(outputs)
         finally:
             bar.close()
             if pool:
@@ -303,6 +305,12 @@ class EncodingPipeline:
 
         if not outputs:
             return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            return self._gather(outputs)
+
+    def _gather(self, outputs: list[tuple[np.ndarray, Any]]) -> np.ndarray:
+        import torch
+
         rows = torch.from_numpy(np.concatenate([r for r, _ in outputs])).to(self.device)
         vectors = torch.cat([v for _, v in outputs])
         result = torch.empty_like(vectors)

@@ -154,3 +154,13 @@ def test_bad_device_or_workers_are_named(kwargs, message):
 
     with pytest.raises(ModelError, match=message):
         load_encoder(**kwargs)
+
+
+def test_the_caller_does_not_run_in_inference_mode(st):
+    import torch
+
+    stream = EncodingPipeline(st, batch_size=8).encode_stream([TEXTS[:3], TEXTS[3:]])
+    next(stream)
+    assert not torch.is_inference_mode_enabled()  # between parts: the caller's code
+    next(stream)
+    assert not torch.is_inference_mode_enabled()
