@@ -307,14 +307,16 @@ class SentenceTransformerEncoder(_BaseEncoder):
         self._pool = self._stop_pool = None
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        several = len(self.devices) > 1
+        several: dict[str, Any] = {}
+        if len(self.devices) > 1 and texts:
+            several["pool"] = self._multi_device_pool()
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
             show_progress_bar=self.show_progress,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            pool=self._multi_device_pool() if several and texts else None,
+            **several,
         )
         return np.asarray(vectors, dtype=np.float32)
 
