@@ -27,23 +27,26 @@ from helpers.notebook import project_path, setup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=".gpu/model")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run, fp32 only")
+    parser.add_argument("--passages", type=int, default=4000)
     args = parser.parse_args()
+    gpu = args.device.startswith("cuda")
     setup(progress=False)
     corpus = load_retrieval_data(project_path("data/msmarco-dl19/beir")).corpus
-    texts = [*list(corpus.values())[:4000], "A much longer passage " * 100, "", "x"]
+    texts = [*list(corpus.values())[: args.passages], "A much longer passage " * 100, "", "x"]
     out: dict[str, object] = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "sentence_transformers": sentence_transformers.__version__,
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
-        "gpu": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
     }
-    st = sentence_transformers.SentenceTransformer(args.model, device="cuda")
-    for dtype in ("float32", "float16"):
+    st = sentence_transformers.SentenceTransformer(args.model, device=args.device)
+    for dtype in ("float32", "float16") if gpu else ("float32",):
         st = st.float() if dtype == "float32" else st.half()
         ref = st.encode(texts, batch_size=256, convert_to_numpy=True, normalize_embeddings=True)
-        for workers in (0, 15):
+        for workers in (0, 15) if gpu else (0, 2):
             ours = EncodingPipeline(st, batch_size=256, workers=workers).encode(texts)
             out[f"{dtype}_workers{workers}_max_abs_diff"] = float(np.abs(ours - ref).max())
             out[f"{dtype}_workers{workers}_min_cosine"] = float((ours * ref).sum(1).min())
