@@ -118,3 +118,30 @@ def test_real_model_streamed_equals_in_memory(tmp_path):
     np.testing.assert_allclose(
         streamed, encoder.encoder.encode_corpus([t for _, t in docs]), atol=1e-6
     )
+
+
+def test_hub_branch_streams_through_datasets(tmp_path, monkeypatch):
+    """The hub path, with the hub replaced by a local folder of the same layout: `datasets`
+    really streams it (an IterableDataset), record by record."""
+    import shutil
+
+    import datasets
+
+    import helpers.data as D
+
+    folder = tmp_path / "msmarco-corpus"
+    folder.mkdir()
+    shutil.copy(DATA / "msmarco-dl19" / "corpus.jsonl.gz", folder / "corpus.jsonl.gz")
+    real_load = datasets.load_dataset
+    calls = []
+
+    def local_hub(name, split, streaming):
+        calls.append((name, split, streaming))
+        return real_load(str(folder), split=split, streaming=streaming)
+
+    monkeypatch.setattr(D, "require_hub", lambda *args: None)
+    monkeypatch.setattr(datasets, "load_dataset", local_hub)
+    streamed = list(stream_corpus("namespace-Pt/msmarco-corpus", limit=50))
+    assert calls == [("namespace-Pt/msmarco-corpus", "train", True)]
+    assert streamed == list(stream_corpus(folder / "corpus.jsonl.gz", limit=50))
+    assert streamed[0][0] == "0" and streamed[0][1].startswith("Fields of Anthropology")
