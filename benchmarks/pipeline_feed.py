@@ -3,7 +3,8 @@
 On a GPU the forward pass of a small model outruns one CPU core's tokenising many times
 over, so the pipeline's speed there is set by how fast its worker threads tokenise, pad
 and collate. This measures that rate on this machine, with the forward pass replaced by
-nothing (``EncodingPipeline._embed`` returns a zero row per text), for 0 (in line), 1, 2,
+nothing (``EncodingPipeline._embed`` copies the token ids to the device and returns a
+zero row per text), for 0 (in line), 1, 2,
 ... worker threads, next to the tokenising that ``SentenceTransformer.encode`` does (the
 transformers tokenizer called in the encoding thread):
 
@@ -50,12 +51,15 @@ def main() -> None:
     texts = (corpus * (args.passages // len(corpus) + 1))[: args.passages]
     st = SentenceTransformer(resolve_model(args.model)[0], device=args.device)
 
-    def no_forward(input_ids: Any, attention_mask: Any) -> Any:
-        return torch.zeros((len(input_ids), 1))
-
     rows = []
     for workers in args.workers or range(0, available_cores() + 1):
         pipeline = EncodingPipeline(st, batch_size=args.batch_size, workers=workers)
+        pipeline.dim = 1
+
+        def no_forward(input_ids: Any, attention_mask: Any, device: Any = pipeline.device) -> Any:
+            ids = input_ids.to(device, non_blocking=True)  # the copy to the device stays
+            return torch.zeros((len(ids), 1), device=device)
+
         pipeline._embed = no_forward  # type: ignore[method-assign]
         pipeline.encode(texts[: 4 * args.batch_size])
         start = time.perf_counter()

@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,7 @@ from helpers.io import atomic_write, write_json
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024
+MAX_PENDING_WRITES = 2
 
 StreamFn = Callable[[Iterable[Sequence[str]]], Iterable[np.ndarray]]
 
@@ -206,11 +208,15 @@ class EmbeddingCache:
         ``window`` chunks ahead. The entry is keyed on ``settings`` and ``source`` (e.g.
         ``"namespace-Pt/msmarco-corpus:train"``); each chunk's manifest holds the SHA-256
         of its ids and texts, so a chunk is reused only for exactly the same records, and a
-        killed run resumes at the first chunk not finished.
+        killed run resumes at the first chunk not finished. Each window of chunks goes to
+        the encoder as one stream (a streaming encoder restarts at each window: with GPU
+        chunks of 16,384 rows and ``window=8``, once per 131,072 texts).
 
         Yields:
             ``(ids, vectors)`` per chunk, vectors memory-mapped when read from the cache.
         """
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window: expected a positive number of chunks, got {window!r}")
         key = hashlib.sha256(
             (json.dumps(dict(settings), sort_keys=True, default=str) + "\0" + source).encode()
         ).hexdigest()[:32]
@@ -261,7 +267,7 @@ class EmbeddingCache:
         encoder together, so a streaming encoder works ahead across them.
         """
         writer = ThreadPoolExecutor(1, "cache-writer")
-        writes: list[Future[None]] = []
+        writes: deque[Future[None]] = deque()
         try:
             while True:
                 group = list(itertools.islice(chunks, window))
@@ -290,6 +296,9 @@ class EmbeddingCache:
                                 writer.submit(self._write_chunk, key, index, vectors, sha)
                             )
                             self.computed_chunks += 1
+                            _settle(writes, MAX_PENDING_WRITES)
+                            vectors = vectors.view()  # what is being written stays as it is
+                            vectors.setflags(write=False)
                         if bar is not None:
                             bar.update(1)
                         yield index, vectors
@@ -301,8 +310,7 @@ class EmbeddingCache:
             writer.shutdown(wait=True)
             if bar is not None:
                 bar.close()
-        for write in writes:
-            write.result()  # a failed write is an error, not a silent miss next time
+        _settle(writes, 0)  # a failed write is an error, not a silent miss next time
 
     def _write_chunk(self, key: str, index: int, vectors: np.ndarray, texts_sha: str = "") -> None:
         """Write one chunk atomically: the ``.npy`` first, then its manifest."""
@@ -317,6 +325,13 @@ class EmbeddingCache:
         if texts_sha:
             info["texts_sha256"] = texts_sha
         write_json(manifest, info)
+
+
+def _settle(writes: deque[Future[None]], keep: int) -> None:
+    """Raise the first failed write as soon as it is known, and wait while more than
+    ``keep`` writes are queued (the encoder must not outrun the disk without bound)."""
+    while writes and (writes[0].done() or len(writes) > keep):
+        writes.popleft().result()
 
 
 def _bar(progress: bool, total: int | None, unit: str) -> Any:

@@ -421,7 +421,8 @@ def _corpus_record(rec: dict[str, Any], number: int, where: str) -> tuple[str, s
 def stream_corpus(
     source: str | Path, split: str = "train", limit: int = 0
 ) -> Iterator[tuple[str, str]]:
-    """``(doc id, text)`` records of a corpus, one at a time: never the whole corpus in RAM.
+    """``(doc id, text)`` records of a corpus, one at a time: the texts are never all in RAM
+    (the ids are kept, to refuse a repeated one: about 0.6 GB for 8.8M ids).
 
     For collections too large to load (the full MS MARCO passage collection,
     ``namespace-Pt/msmarco-corpus``: 8,841,823 passages), feed this to
@@ -441,6 +442,8 @@ def stream_corpus(
             a record without the needed columns, an empty text or a repeated id (checked
             as the records go by).
     """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise DataError(f"limit: expected 0 (all) or a positive number of records, got {limit!r}")
     path = Path(source).expanduser()
     if path.is_dir():
         found = find_file(path, "corpus.jsonl")

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 POOLING_MODES = ("mean", "cls", "max")
+SPILL = 64  # batches kept on the device before they are copied to the host
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -80,6 +81,14 @@ def unsupported_reason(st_model: Any) -> str | None:
         return "the model lower-cases its input"
     if getattr(transformer, "query_length", None) or getattr(transformer, "document_length", None):
         return "the model has separate query and document lengths"
+    if getattr(transformer, "processing_kwargs", None):
+        return "the model sets its own processing arguments"
+    modalities = getattr(transformer, "modality_config", None)
+    if modalities is not None and (
+        set(modalities) != {"text"}
+        or modalities["text"].get("method_output_name", "last_hidden_state") != "last_hidden_state"
+    ):
+        return f"modalities {modalities}; the pipeline handles text through last_hidden_state"
     mode = _pooling_mode(pooling)
     if mode not in POOLING_MODES:
         return f"pooling {mode!r}; the pipeline supports {list(POOLING_MODES)}"
@@ -106,11 +115,14 @@ def _pooling_mode(pooling: Any) -> str:
 def st_prompt(st_model: Any, prompt: str | None, kind: str | None) -> str:
     """The prompt ``SentenceTransformer.encode_query`` / ``encode_document`` (``kind``
     ``"query"`` / ``"document"``) or ``encode`` (``kind`` None) would put before each text:
-    an explicit ``prompt`` wins, then the model's prompt named ``kind``, then its default."""
+    an explicit ``prompt`` wins, then the model's prompt named ``"query"`` (queries) or the
+    first of ``"document"``, ``"passage"``, ``"corpus"`` (documents), then its default."""
     if prompt is not None:
         return prompt
     prompts = getattr(st_model, "prompts", None) or {}
-    name = kind if kind in prompts else getattr(st_model, "default_prompt_name", None)
+    names = {"query": ("query",), "document": ("document", "passage", "corpus")}.get(kind or "", ())
+    name = next((n for n in names if n in prompts), None)
+    name = name or getattr(st_model, "default_prompt_name", None)
     return str(prompts.get(name) or "") if name else ""
 
 
@@ -128,11 +140,13 @@ class EncodingPipeline:
         prefetch: batches tokenised ahead of the GPU; None means ``4 * workers`` (at
             least 2).
         progress: a progress bar (texts encoded, and their rate).
+        normalize: L2-normalise the vectors; None: when the model has a ``Normalize``
+            module (as ``SentenceTransformer.encode`` does by default).
 
     Raises:
         PipelineUnsupported: naming what the model needs (see :func:`unsupported_reason`).
-        ValueError: for a batch size or worker count that is not a positive integer (0
-            workers is allowed).
+        ValueError: for a batch size, worker count or prefetch that is not a positive
+            integer (0 workers is allowed).
     """
 
     def __init__(
@@ -142,6 +156,7 @@ class EncodingPipeline:
         workers: int | None = None,
         prefetch: int | None = None,
         progress: bool = False,
+        normalize: bool | None = None,
     ) -> None:
         import torch
         from tokenizers import Tokenizer
@@ -163,11 +178,14 @@ class EncodingPipeline:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
         self.workers = workers
+        if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 1):
+            raise ValueError(f"prefetch: expected a positive integer, got {prefetch!r}")
         self.prefetch = prefetch or max(2, 4 * workers)
         self.progress = progress
         self.pooling = _pooling_mode(pooling)
         self.dim = int(self.model.config.hidden_size)
-        self.normalize = any(type(m).__name__ == "Normalize" for m in st_model)
+        has_module = any(type(m).__name__ == "Normalize" for m in st_model)
+        self.normalize = has_module if normalize is None else normalize
         hf_tokenizer = transformer.tokenizer
         self.max_length = int(
             min(
@@ -246,7 +264,8 @@ class EncodingPipeline:
         batches = self._batches(parts)
         pool = ThreadPoolExecutor(self.workers, "tokenize") if self.workers else None
         pending: deque[tuple[int, np.ndarray, Future[Any] | tuple[Any, Any] | None]] = deque()
-        outputs: list[tuple[np.ndarray, Any]] = []
+        outputs: list[tuple[np.ndarray, Any]] = []  # on the device
+        on_host: list[tuple[np.ndarray, np.ndarray]] = []  # moved off it every SPILL batches
         current = 0
 
         def submit() -> bool:
@@ -270,15 +289,18 @@ class EncodingPipeline:
                 part, rows, job = pending.popleft()
                 submit()
                 if part != current:  # every batch of the previous part is on its way
-                    yield self._assemble(outputs)
-                    outputs, current = [], part
+                    yield self._assemble(on_host + [self._to_host(outputs)])
+                    outputs, on_host, current = [], [], part
                 if job is not None:
                     tensors = job.result() if isinstance(job, Future) else job
                     with torch.inference_mode():
                         outputs.append((rows, self._embed(*tensors)))
                     bar.update(len(rows))
+                    if len(outputs) >= SPILL:  # bounds device memory for a long part
+                        on_host.append(self._to_host(outputs))
+                        outputs = []
             if started:
-                yield self._assemble(outputs)
+                yield self._assemble(on_host + [self._to_host(outputs)])
         finally:
             bar.close()
             if pool:
@@ -299,20 +321,19 @@ class EncodingPipeline:
                 rows = order[start : start + self.batch_size]
                 yield number, rows, [texts[i] for i in rows]
 
-    def _assemble(self, outputs: list[tuple[np.ndarray, Any]]) -> np.ndarray:
-        """One part's rows back in input order, on the CPU."""
+    def _to_host(self, outputs: list[tuple[np.ndarray, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Batches on the device -> (their rows, their vectors as one float32 array)."""
         import torch
 
         if not outputs:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            return self._gather(outputs)
+            vectors = torch.cat([v for _, v in outputs]).cpu().numpy()
+        return np.concatenate([r for r, _ in outputs]), vectors
 
-    def _gather(self, outputs: list[tuple[np.ndarray, Any]]) -> np.ndarray:
-        import torch
-
-        rows = torch.from_numpy(np.concatenate([r for r, _ in outputs])).to(self.device)
-        vectors = torch.cat([v for _, v in outputs])
-        result = torch.empty_like(vectors)
-        result[rows] = vectors
-        return np.ascontiguousarray(result.cpu().numpy(), dtype=np.float32)
+    def _assemble(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """One part's rows back in input order."""
+        rows = np.concatenate([r for r, _ in pieces])
+        result = np.empty((len(rows), self.dim), dtype=np.float32)
+        result[rows] = np.concatenate([v for _, v in pieces])
+        return result

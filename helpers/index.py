@@ -49,14 +49,18 @@ class DocIndex:
     metric: str
     engine: str = "faiss"
     torch_block: int = 1 << 20  # documents per matrix product in torch search
-    _vectors: Any = None
+    _vectors: Any = None  # the vectors on the device, for torch search
+    _cpu_index: Any = None  # the CPU index while a GPU copy answers
+    _gpu_resources: Any = None
 
     def to_device(self, device: str = "auto", engine: str = "auto") -> DocIndex:
         """Search on ``device`` from now on; returns ``self``.
 
         * ``"cpu"``: FAISS on the CPU (the default).
         * ``"cuda"`` / ``"cuda:N"`` (``"auto"``: a GPU when torch sees one): FAISS's GPU
-          index when the installed FAISS has GPU support; otherwise a ``Flat`` index is
+          index when the installed FAISS has GPU support (``"cuda"``: spread over every
+          GPU; ``"cuda:N"``: that one; the CPU index is kept for :meth:`save` and for a
+          move back to ``"cpu"``); otherwise a ``Flat`` index is
           searched exactly with torch on the GPU (a matrix product and a top-k, same hits
           as FAISS ``Flat`` up to the order of tied scores). An approximate index without
           GPU FAISS stays on the CPU (logged).
@@ -80,27 +84,34 @@ class DocIndex:
         if gpu and not torch.cuda.is_available():
             raise SearchIndexError(f"device: {device!r} asked for, but no GPU is visible")
         faiss = _faiss()
-        exact = self.factory.replace(" ", "") in {"Flat", "IDMap,Flat"}
+        exact = self.factory.replace(" ", "") == "Flat"
         gpu_faiss = gpu and faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+        if engine == "torch" and not exact:
+            raise SearchIndexError(
+                f"engine: 'torch' searches exactly; it needs a Flat index, not {self.factory!r}"
+            )
+        # back to the CPU index first, so that moves never stack
+        cpu_index: Any = self._cpu_index if self._cpu_index is not None else self.index
+        self.index, self._cpu_index, self._vectors, self.engine = cpu_index, None, None, "faiss"
+        self._gpu_resources = None
         if engine == "torch" or (engine == "auto" and gpu and not gpu_faiss and exact):
-            if not exact:
-                raise SearchIndexError(
-                    f"engine: 'torch' searches exactly; it needs a Flat index, not {self.factory!r}"
-                )
-            flat = self.index
-            self._vectors = torch.from_numpy(flat.reconstruct_n(0, flat.ntotal)).to(device)  # type: ignore[attr-defined]
+            vectors = cpu_index.reconstruct_n(0, cpu_index.ntotal)
+            self._vectors = torch.from_numpy(vectors).to(device)
             self.engine = "torch"
         elif gpu and gpu_faiss:
-            self.index = faiss.index_cpu_to_all_gpus(self.index)
-            self.engine = "faiss-gpu"
-        else:
-            if gpu:
-                logger.warning(
-                    "no GPU FAISS installed: %r is searched on the CPU (exact Flat indexes "
-                    "are searched with torch on the GPU)",
-                    self.factory,
-                )
-            self._vectors, self.engine = None, "faiss"
+            if ":" in device:  # one GPU, as asked
+                self._gpu_resources = faiss.StandardGpuResources()
+                number = int(device.split(":")[1])
+                self.index = faiss.index_cpu_to_gpu(self._gpu_resources, number, cpu_index)
+            else:
+                self.index = faiss.index_cpu_to_all_gpus(cpu_index)
+            self._cpu_index, self.engine = cpu_index, "faiss-gpu"
+        elif gpu:
+            logger.warning(
+                "no GPU FAISS installed: %r is searched on the CPU (exact Flat indexes "
+                "are searched with torch on the GPU)",
+                self.factory,
+            )
         return self
 
     def _torch_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,9 +229,7 @@ class DocIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         faiss = _faiss()
-        index = self.index
-        if self.engine == "faiss-gpu":
-            index = faiss.index_gpu_to_cpu(index)
+        index = self._cpu_index if self._cpu_index is not None else self.index
         atomic_write(folder / INDEX_FILE, lambda tmp: faiss.write_index(index, tmp))
         write_json(folder / IDS_FILE, self.doc_ids)
         meta = {"factory": self.factory, "metric": self.metric, "dim": self.dim, "size": self.size}

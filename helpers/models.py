@@ -336,15 +336,22 @@ class PipelineEncoder(SentenceTransformerEncoder):
 
     pipeline: Any = None
 
+    def _default_prompt(self) -> str:
+        """The prompt ``SentenceTransformer.encode`` puts first: the model's default, if any."""
+        from helpers.encoding import st_prompt
+
+        return st_prompt(self.model, None, None)
+
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if self.pipeline is None:
             return super()._encode(texts)
-        return self.pipeline.encode(texts)
+        prompt = self._default_prompt()
+        return self.pipeline.encode([prompt + t for t in texts] if prompt else texts)
 
     def stream_fn(self, kind: str) -> Any:
         if self.pipeline is None:
             return None
-        prefix = self.query_instruction if kind == "query" else ""
+        prefix = self._default_prompt() + (self.query_instruction if kind == "query" else "")
 
         def stream(parts: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
             return self.pipeline.encode_stream([prefix + t for t in part] for part in parts)
@@ -401,8 +408,12 @@ def _pipeline(
         logger.info("several devices: sentence-transformers' multi-process pool encodes")
         return None
     try:
-        return EncodingPipeline(
-            st, batch_size=common["batch_size"], workers=workers, progress=common["show_progress"]
+        return EncodingPipeline(  # normalised always, as the other backends are
+            st,
+            batch_size=common["batch_size"],
+            workers=workers,
+            progress=common["show_progress"],
+            normalize=True,
         )
     except PipelineUnsupported as err:
         logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)

@@ -167,3 +167,22 @@ def test_a_failed_chunk_write_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "_write_chunk", broken)
     with pytest.raises(OSError, match="disk full"):
         cache.encode(TEXTS, SETTINGS, CountingEncoder())
+
+
+def test_computed_chunks_are_read_only_for_the_consumer(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    for chunk in cache.iter_chunks(TEXTS, SETTINGS, CountingEncoder()):
+        with pytest.raises(ValueError, match="read-only"):
+            chunk[0, 0] = 0.0
+    again = cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    np.testing.assert_array_equal(again, CountingEncoder()(TEXTS))
+
+
+def test_a_failed_write_stops_the_encoding_early(tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    monkeypatch.setattr(cache, "_write_chunk", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    enc = CountingEncoder()
+    texts = [f"text {i}" for i in range(100)]
+    with pytest.raises(OSError, match="full"):
+        cache.encode(texts, SETTINGS, enc)
+    assert enc.encoded <= 30  # known by the third chunk at the latest, not after all ten

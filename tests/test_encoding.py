@@ -164,3 +164,63 @@ def test_the_caller_does_not_run_in_inference_mode(st):
     assert not torch.is_inference_mode_enabled()  # between parts: the caller's code
     next(stream)
     assert not torch.is_inference_mode_enabled()
+
+
+def test_long_parts_leave_the_device_in_pieces(st, corpus_texts, monkeypatch):
+    import helpers.encoding as E
+
+    monkeypatch.setattr(E, "SPILL", 2)  # copy to the host every 2 batches
+    ours = EncodingPipeline(st, batch_size=8).encode(corpus_texts[:90])
+    ref = st.encode(corpus_texts[:90], batch_size=8, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, ref, atol=2e-6)
+
+
+def test_prompt_names_for_documents_follow_sentence_transformers(st):
+    saved = dict(st.prompts), st.default_prompt_name
+    try:
+        st.prompts = {"query": "q: ", "passage": "p: "}
+        assert st_prompt(st, None, "document") == "p: "
+        pipeline = EncodingPipeline(st, workers=0)
+        np.testing.assert_allclose(
+            pipeline.encode(["p: " + t for t in TEXTS[:3]]),
+            st.encode_document(TEXTS[:3]),
+            atol=2e-6,
+        )
+        st.prompts = {"corpus": "c: "}
+        assert st_prompt(st, None, "document") == "c: "
+    finally:
+        st.prompts, st.default_prompt_name = saved
+
+
+def test_pipeline_backend_applies_the_default_prompt_like_encode():
+    encoders = {
+        b: load_encoder(DEFAULT_MODEL, backend=b, query_instruction="query: ")
+        for b in ("pipeline", "sentence-transformers")
+    }
+    for encoder in encoders.values():
+        encoder.model.prompts = {"query": "", "document": "", "clustering": "Cluster: "}
+        encoder.model.default_prompt_name = "clustering"
+    pipe, plain = encoders["pipeline"], encoders["sentence-transformers"]
+    for method in ("encode_corpus", "encode_queries"):
+        np.testing.assert_allclose(
+            getattr(pipe, method)(TEXTS), getattr(plain, method)(TEXTS), atol=2e-6
+        )
+    streamed = list(pipe.stream_fn("query")([TEXTS[:2], TEXTS[2:]]))
+    np.testing.assert_allclose(np.concatenate(streamed), plain.encode_queries(TEXTS), atol=2e-6)
+
+
+def test_pipeline_backend_normalises_a_model_without_normalize(st, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    raw = SentenceTransformer(modules=[st[0], st[1]], device="cpu")
+    raw.save(str(tmp_path / "no-normalize"))
+    pipe = load_encoder(str(tmp_path / "no-normalize"), backend="pipeline")
+    plain = load_encoder(str(tmp_path / "no-normalize"), backend="sentence-transformers")
+    ours = pipe.encode_corpus(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours, plain.encode_corpus(TEXTS), atol=2e-6)
+
+
+def test_bad_prefetch_is_named(st):
+    with pytest.raises(ValueError, match="prefetch"):
+        EncodingPipeline(st, prefetch=0)

@@ -187,3 +187,48 @@ def test_device_choices_are_checked():
         with pytest.raises(SearchIndexError, match="no GPU is visible"):
             build_index(docs, ids).to_device("cuda")
     assert build_index(docs, ids).to_device("auto").engine in {"faiss", "torch", "faiss-gpu"}
+
+
+class _GpuCopy:
+    """Stands in for a FAISS GPU index (faiss-cpu has none): searches through its CPU twin."""
+
+    def __init__(self, cpu_index, where):
+        self.cpu, self.where = cpu_index, where
+        self.d, self.ntotal = cpu_index.d, cpu_index.ntotal
+
+    def search(self, queries, k):
+        return self.cpu.search(queries, k)
+
+
+def test_gpu_faiss_moves_never_stack_and_save_writes_the_cpu_index(tmp_path, monkeypatch):
+    """The plumbing around FAISS's GPU calls, with the GPU calls replaced."""
+    import types
+
+    import faiss
+    import torch
+
+    import helpers.index as I
+
+    fake = types.SimpleNamespace(
+        get_num_gpus=lambda: 2,
+        StandardGpuResources=lambda: "resources",
+        index_cpu_to_gpu=lambda res, n, index: _GpuCopy(index, f"gpu {n}"),
+        index_cpu_to_all_gpus=lambda index: _GpuCopy(index, "all gpus"),
+        write_index=faiss.write_index,
+        read_index=faiss.read_index,
+    )
+    index = build_index(DOCS, DOC_IDS, factory="HNSW8")  # approximate: GPU FAISS, not torch
+    cpu_index = index.index
+    expected = index.search(QUERIES, 5)
+    monkeypatch.setattr(I, "_faiss", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    index.to_device("cuda:1")
+    assert (index.engine, index.index.where, index.index.cpu) == ("faiss-gpu", "gpu 1", cpu_index)
+    index.to_device("cuda")
+    assert index.index.where == "all gpus" and index.index.cpu is cpu_index  # not a copy of a copy
+    for a, b in zip(index.search(QUERIES, 5), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    index.save(tmp_path / "idx")  # writes the CPU index
+    assert DocIndex.load(tmp_path / "idx").size == len(DOCS)
+    index.to_device("cpu")
+    assert index.engine == "faiss" and index.index is cpu_index

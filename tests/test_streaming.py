@@ -145,3 +145,14 @@ def test_hub_branch_streams_through_datasets(tmp_path, monkeypatch):
     assert calls == [("namespace-Pt/msmarco-corpus", "train", True)]
     assert streamed == list(stream_corpus(folder / "corpus.jsonl.gz", limit=50))
     assert streamed[0][0] == "0" and streamed[0][1].startswith("Fields of Anthropology")
+
+
+def test_bad_window_and_limit_are_named(tmp_path):
+    with pytest.raises(ValueError, match="window"):
+        list(
+            EmbeddingCache(tmp_path).encode_records(
+                records(3), SETTINGS, "toy", mock_encode, window=0
+            )
+        )
+    with pytest.raises(DataError, match="limit"):
+        next(stream_corpus(DATA / "msmarco-dl19" / "beir", limit=-1))
