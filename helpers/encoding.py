@@ -28,6 +28,7 @@ would take cores from the forward pass).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max")
 SPILL = 64  # batches kept on the device before they are copied to the host
@@ -124,6 +127,16 @@ def st_prompt(st_model: Any, prompt: str | None, kind: str | None) -> str:
     name = next((n for n in names if n in prompts), None)
     name = name or getattr(st_model, "default_prompt_name", None)
     return str(prompts.get(name) or "") if name else ""
+
+
+def pipeline_or_none(st_model: Any, model: str, **kwargs: Any) -> EncodingPipeline | None:
+    """:class:`EncodingPipeline` for ``st_model``, or None (with the reason logged) when
+    the model needs ``SentenceTransformer.encode``. ``kwargs`` go to the pipeline."""
+    try:
+        return EncodingPipeline(st_model, **kwargs)
+    except PipelineUnsupported as err:
+        logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)
+        return None
 
 
 class EncodingPipeline:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from helpers.cache import DEFAULT_CHUNK_SIZE, EmbeddingCache, weights_fingerprint
+from helpers.cache import EmbeddingCache, chunk_size_for, weights_fingerprint
 from helpers.hub import require_hub
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
 BACKENDS = ("pipeline", "sentence-transformers", "flagembedding")
 DeviceSpec = str | Sequence[str]
-GPU_CHUNK_SIZE = 16384
 
 
 class ModelError(ValueError):
@@ -402,22 +401,19 @@ def _pipeline(
     st: Any, model: str, devices: list[str], common: dict[str, Any], workers: int | None
 ) -> Any:
     """The pipeline for ``st``, or None (logged) where sentence-transformers must encode."""
-    from helpers.encoding import EncodingPipeline, PipelineUnsupported
+    from helpers.encoding import pipeline_or_none
 
     if len(devices) > 1:
         logger.info("several devices: sentence-transformers' multi-process pool encodes")
         return None
-    try:
-        return EncodingPipeline(  # normalised always, as the other backends are
-            st,
-            batch_size=common["batch_size"],
-            workers=workers,
-            progress=common["show_progress"],
-            normalize=True,
-        )
-    except PipelineUnsupported as err:
-        logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)
-        return None
+    return pipeline_or_none(  # normalised always, as the other backends are
+        st,
+        model,
+        batch_size=common["batch_size"],
+        workers=workers,
+        progress=common["show_progress"],
+        normalize=True,
+    )
 
 
 def check_encoder_settings(backend: str, batch_size: int) -> None:
@@ -497,9 +493,7 @@ def load_encoder(
     )
     encoder = _load(backend, path, model, fp16, devices, common, workers)
     if cache_dir:
-        # a GPU encodes a 1,024-row chunk in ~20 ms: bigger chunks keep it busy between writes
-        chunk_size = GPU_CHUNK_SIZE if devices[0].startswith("cuda") else DEFAULT_CHUNK_SIZE
-        return CachedEncoder(encoder, EmbeddingCache(cache_dir, chunk_size=chunk_size))
+        return CachedEncoder(encoder, EmbeddingCache(cache_dir, chunk_size_for(devices[0])))
     return encoder
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.cache import EmbeddingCache, weights_fingerprint
+from helpers.cache import EmbeddingCache, chunk_size_for, weights_fingerprint
 from helpers.data import DataError, find_file, read_jsonl, read_qrels_tsv
 from helpers.hub import hub_offline_reason
 from helpers.io import atomic_write, write_json, write_text
@@ -116,7 +116,7 @@ def load_mteb_model(
     """
     from sentence_transformers import SentenceTransformer
 
-    from helpers.encoding import EncodingPipeline, PipelineUnsupported
+    from helpers.encoding import pipeline_or_none
     from helpers.models import ModelError
 
     path, _ = resolve_model(model)
@@ -126,14 +126,11 @@ def load_mteb_model(
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model: could not load {model!r} ({type(err).__name__}: {err})") from err
     wrapper: Any = _wrapper_class()(st)
-    wrapper.cache = EmbeddingCache(cache_dir) if cache_dir else None
-    wrapper.pipeline = None
-    if pipeline:
-        try:
-            size = batch_size or (256 if device.startswith("cuda") else 64)
-            wrapper.pipeline = EncodingPipeline(st, batch_size=size, workers=workers)
-        except PipelineUnsupported as err:
-            logger.warning("%s for %r: SentenceTransformer.encode is used instead", err, model)
+    wrapper.cache = EmbeddingCache(cache_dir, chunk_size_for(device)) if cache_dir else None
+    size = batch_size or (256 if device.startswith("cuda") else 64)
+    wrapper.pipeline = (
+        pipeline_or_none(st, model, batch_size=size, workers=workers) if pipeline else None
+    )
     engine = "helpers-pipeline" if wrapper.pipeline else "mteb-sentence-transformers"
     wrapper.base_settings = _mteb_cache_settings(model, path, device, engine)
     wrapper.mteb_model_meta = model_meta(model)

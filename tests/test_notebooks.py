@@ -71,23 +71,17 @@ def _trec_eval(qrels, run, cutoffs, level):
     }
 
 
+BEIR = dict(
+    dataset="data/msmarco-dl19/beir",
+    backend="pipeline",
+    index_factory="Flat",
+    level=2,
+    qrels=_beir_qrels,
+)
 CASES = {
-    "beir": dict(
-        dataset="data/msmarco-dl19/beir",
-        backend="pipeline",
-        index_factory="Flat",
-        level=2,
-        qrels=_beir_qrels,
-    ),
+    "beir": BEIR,
     # several devices inside a Jupyter kernel: sentence-transformers' pool (spawn)
-    "beir-two-processes": dict(
-        dataset="data/msmarco-dl19/beir",
-        backend="sentence-transformers",
-        device="cpu,cpu",
-        index_factory="Flat",
-        level=2,
-        qrels=_beir_qrels,
-    ),
+    "beir-two-processes": {**BEIR, "backend": "sentence-transformers", "device": "cpu,cpu"},
     "hub": dict(
         dataset="data/msmarco-dl19",
         backend="flagembedding",
