@@ -181,6 +181,19 @@ def detect_layout(folder: Path) -> str:
     )
 
 
+def read_beir_jsonl(path: Path) -> Iterator[tuple[str, str, str, str]]:
+    """``(id, title, text, "<file>, line <n>")`` of each record of a BEIR ``corpus.jsonl``
+    or ``queries.jsonl`` (``_id`` and ``text`` required, ``title`` optional), as given.
+
+    Raises:
+        DataError: naming the file and line of a record without ``_id`` or ``text``.
+    """
+    for i, rec in enumerate(read_jsonl(path), start=1):
+        where = f"{path}, line {i}"
+        _require(rec, ("_id", "text"), where)
+        yield str(rec["_id"]), str(rec.get("title") or ""), str(rec["text"]), where
+
+
 def _load_beir_folder(folder: Path, split: str) -> tuple[dict[str, str], dict[str, str], Qrels]:
     corpus_path = find_file(folder, "corpus.jsonl")
     queries_path = find_file(folder, "queries.jsonl")
@@ -194,16 +207,11 @@ def _load_beir_folder(folder: Path, split: str) -> tuple[dict[str, str], dict[st
             raise DataError(f"dataset: missing {label} file {expected} (or {expected}.gz)")
     assert corpus_path and queries_path and qrels_path
     corpus: dict[str, str] = {}
-    for i, rec in enumerate(read_jsonl(corpus_path), start=1):
-        where = f"{corpus_path}, line {i}"
-        _require(rec, ("_id", "text"), where)
-        text = f"{rec.get('title') or ''} {rec['text']}".strip()
-        _add_unique(corpus, str(rec["_id"]), text, where)
+    for doc_id, title, text, where in read_beir_jsonl(corpus_path):
+        _add_unique(corpus, doc_id, f"{title} {text}".strip(), where)
     queries: dict[str, str] = {}
-    for i, rec in enumerate(read_jsonl(queries_path), start=1):
-        where = f"{queries_path}, line {i}"
-        _require(rec, ("_id", "text"), where)
-        _add_unique(queries, str(rec["_id"]), str(rec["text"]).strip(), where)
+    for query_id, _, text, where in read_beir_jsonl(queries_path):
+        _add_unique(queries, query_id, text.strip(), where)
     return queries, corpus, read_qrels_tsv(qrels_path)
 
 

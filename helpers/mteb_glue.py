@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from helpers.cache import EmbeddingCache, chunk_size_for, weights_fingerprint
-from helpers.data import DataError, find_file, read_jsonl, read_qrels_tsv
+from helpers.data import DataError, find_file, read_beir_jsonl, read_jsonl, read_qrels_tsv
 from helpers.hub import hub_offline_reason
 from helpers.io import atomic_write, write_json, write_text
 from helpers.models import DEFAULT_MODEL, pick_device, resolve_model
@@ -355,20 +355,16 @@ def _load_local_retrieval_split(folder: Path, split: str) -> dict[str, Any]:
             f"queries.jsonl and qrels/{split}.tsv (optionally .gz)"
         )
     corpus: dict[str, list[str]] = {"id": [], "title": [], "text": []}
-    for i, rec in enumerate(read_jsonl(corpus_path), start=1):
-        if "_id" not in rec or "text" not in rec:
-            raise DataError(f"{corpus_path}, line {i}: missing column(s) _id/text")
-        corpus["id"].append(str(rec["_id"]))
-        corpus["title"].append(str(rec.get("title") or ""))
-        corpus["text"].append(str(rec["text"]))
+    for doc_id, title, text, _ in read_beir_jsonl(corpus_path):
+        corpus["id"].append(doc_id)
+        corpus["title"].append(title)
+        corpus["text"].append(text)
     qrels = read_qrels_tsv(qrels_path)
     queries: dict[str, list[str]] = {"id": [], "text": []}
-    for i, rec in enumerate(read_jsonl(queries_path), start=1):
-        if "_id" not in rec or "text" not in rec:
-            raise DataError(f"{queries_path}, line {i}: missing column(s) _id/text")
-        if str(rec["_id"]) in qrels:  # mteb keeps only judged queries
-            queries["id"].append(str(rec["_id"]))
-            queries["text"].append(str(rec["text"]))
+    for query_id, _, text, _ in read_beir_jsonl(queries_path):
+        if query_id in qrels:  # mteb keeps only judged queries
+            queries["id"].append(query_id)
+            queries["text"].append(text)
     return {
         "corpus": Dataset.from_dict(corpus),
         "queries": Dataset.from_dict(queries),
