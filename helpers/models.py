@@ -451,7 +451,8 @@ def load_encoder(
             ``"Represent this sentence for searching relevant passages: "``); documents get none.
         batch_size: texts per forward pass.
         use_fp16: half precision; honoured on a GPU only, since fp16 on the CPU is slow
-            and changes the scores.
+            and changes the scores. Without it the model runs in float32, whatever dtype
+            its checkpoint is stored in.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or several devices
             (``["cuda:0", "cuda:1"]`` or ``"cuda:0,cuda:1"``), which the libraries' own
             multi-process support encodes on (sentence-transformers' pool, FlagModel's
@@ -511,8 +512,11 @@ def _load(
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(path, device=devices[0])
+            # transformers 5 loads a checkpoint in its stored dtype: make it what was asked
             if fp16:
                 st.half()
+            else:
+                st.float()
             dim = int(st.get_embedding_dimension() or 0)
             if backend == "sentence-transformers":
                 return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
@@ -539,6 +543,8 @@ def _load(
             query_max_length=cfg.max_length,
             passage_max_length=cfg.max_length,
         )
+        if not fp16:
+            flag.model.float()
         dim = int(flag.model.config.hidden_size)
         return FlagModelEncoder(model=flag, dim=dim, **common)  # type: ignore[arg-type]
     except ModelError:

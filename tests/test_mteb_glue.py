@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from conftest import write_jsonl
@@ -271,3 +272,29 @@ def test_a_result_from_other_data_is_not_finished(tmp_path):
         '{"sentence1": "a", "sentence2": "b", "score": 1.0}\n'
     )
     assert not G.is_finished(path, task)  # the data changed: run it again
+
+
+def test_mteb_cache_key_holds_the_dtype_the_model_runs_in(tmp_path):
+    """mteb runs a model in its checkpoint's dtype; a model changed to float16 after loading
+    must miss the cache its float32 vectors are in, never be served them."""
+    import mteb
+    from datasets import Dataset
+    from torch.utils.data import DataLoader
+
+    model = G.load_mteb_model(device="cpu", cache_dir=tmp_path)
+    texts = ["A man is playing a guitar.", "A woman is slicing an onion."]
+    meta = mteb.get_task("STSBenchmark").metadata
+
+    def encode():
+        loader = DataLoader(Dataset.from_dict({"text": texts}), batch_size=2)
+        return model.encode(loader, task_metadata=meta, hf_split="test", hf_subset="default")
+
+    first = encode()
+    model.model.half()
+    half = encode()
+    dtypes = sorted(
+        json.loads(p.read_text())["settings"]["dtype"] for p in tmp_path.glob("*/meta.json")
+    )
+    assert dtypes == ["float16", "float32"]
+    assert not np.array_equal(first, half)
+    np.testing.assert_allclose(first, half, atol=5e-3)
