@@ -1,7 +1,8 @@
 """Encoding throughput: the helpers' pipeline vs the raw forward pass vs sentence-transformers.
 
 All measured in one process, on the same passages (the shipped TREC DL 2019 passages,
-repeated to reach ``--passages``), at the same batch size and dtype (fp16 on a GPU):
+repeated to reach ``--passages``), at the same batch size and dtype (``--dtype``; default
+float16 on a GPU, float32 on the CPU):
 
 * raw: the forward pass (plus pooling and normalisation) alone, on batches tokenised,
   padded, length-sorted, pinned and moved to the device beforehand: the model's limit;
@@ -84,6 +85,9 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--sweep", action="store_true", help="other workers / batch sizes")
     parser.add_argument("--no-cache", action="store_true", help="skip the cached runs")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, float16 or bfloat16; default: by device"
+    )
     args = parser.parse_args()
     setup(progress=False)
     corpus = list(load_retrieval_data(project_path("data/msmarco-dl19/beir")).corpus.values())
@@ -96,7 +100,7 @@ def main() -> None:
             backend="pipeline",
             batch_size=batch_size,
             device=args.device,
-            use_fp16=gpu,
+            dtype=args.dtype or ("float16" if gpu else "float32"),
             workers=workers,
             cache_dir=cache_dir,
         )
@@ -175,7 +179,7 @@ def main() -> None:
                 "device": device_name,
                 "cpu_cores": available_cores(),
                 "torch": torch.__version__,
-                "dtype": "float16" if gpu else "float32",
+                "dtype": ours_encoder.dtype,
                 "passages": len(texts),
                 "batch_size": args.batch_size,
                 "workers": workers,

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
 BACKENDS = ("pipeline", "sentence-transformers", "flagembedding")
+DTYPES = ("float32", "float16", "bfloat16")
 DeviceSpec = str | Sequence[str]
 
 
@@ -129,6 +130,7 @@ class Encoder(Protocol):
     backend: str
     device: str
     use_fp16: bool
+    dtype: str
     dim: int
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -213,6 +215,37 @@ def parse_devices(device: DeviceSpec) -> list[str]:
     return [pick_device(n.strip()) for n in names]
 
 
+def resolve_dtype(dtype: str | None, use_fp16: bool, devices: Sequence[str]) -> str:
+    """The dtype a model runs in: ``dtype`` (one of :data:`DTYPES`; None: ``"float16"``
+    with ``use_fp16``, else ``"float32"``), or ``"float32"`` when a half precision is
+    asked for a device that is not a GPU (with a warning).
+
+    Raises:
+        ModelError: for a dtype not in :data:`DTYPES`, or ``use_fp16`` with another dtype.
+    """
+    if dtype is None:
+        dtype = "float16" if use_fp16 else "float32"
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if use_fp16 and dtype != "float16":
+        raise ModelError(f"dtype: {dtype!r} contradicts use_fp16=True; give one of them")
+    if dtype != "float32" and not all(d.startswith("cuda") for d in devices):
+        logger.warning(
+            "dtype %s ignored on %s: half precision is only used on a GPU; float32 is used",
+            dtype,
+            ",".join(devices),
+        )
+        return "float32"
+    return dtype
+
+
+def set_dtype(module: Any, dtype: str) -> None:
+    """Cast a torch module's parameters to ``dtype`` (a name in :data:`DTYPES`)."""
+    import torch
+
+    module.to(dtype=getattr(torch, dtype))
+
+
 @dataclass
 class _BaseEncoder:
     name: str
@@ -227,6 +260,7 @@ class _BaseEncoder:
     dim: int = 0
     path: str = ""
     devices: list[str] = field(default_factory=list)
+    dtype: str = "float32"
 
     def stream_fn(self, kind: str) -> Any:
         """A function that encodes chunks of texts of ``kind`` ahead across chunk
@@ -259,7 +293,7 @@ class _BaseEncoder:
             "pooling": cfg.pooling if cfg else "model default",
             "max_length": cfg.max_length if cfg else "model default",
             "normalize": True,
-            "dtype": "float16" if self.use_fp16 else "float32",
+            "dtype": self.dtype,
             "device": self.device.split(":")[0].split(",")[0],
             "kind": kind,
             "instruction": self.query_instruction if kind == "query" else "",
@@ -278,6 +312,7 @@ class _BaseEncoder:
             "backend": self.backend,
             "device": self.device,
             "use_fp16": self.use_fp16,
+            "dtype": self.dtype,
             "query_instruction": self.query_instruction,
             "batch_size": self.batch_size,
         }
@@ -438,6 +473,7 @@ def load_encoder(
     show_progress: bool = False,
     cache_dir: str | Path | None = None,
     workers: int | None = None,
+    dtype: str | None = None,
 ) -> SentenceTransformerEncoder | FlagModelEncoder | CachedEncoder:
     """Load a model for encoding queries and documents.
 
@@ -450,9 +486,7 @@ def load_encoder(
         query_instruction: text put before every query (e.g. BGE's
             ``"Represent this sentence for searching relevant passages: "``); documents get none.
         batch_size: texts per forward pass.
-        use_fp16: half precision; honoured on a GPU only, since fp16 on the CPU is slow
-            and changes the scores. Without it the model runs in float32, whatever dtype
-            its checkpoint is stored in.
+        use_fp16: float16 (``dtype="float16"``, FlagEmbedding's name for it).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or several devices
             (``["cuda:0", "cuda:1"]`` or ``"cuda:0,cuda:1"``), which the libraries' own
             multi-process support encodes on (sentence-transformers' pool, FlagModel's
@@ -462,13 +496,17 @@ def load_encoder(
             reads them back and an interrupted encoding resumes.
         workers: the pipeline's tokenising threads; None: all cores but one on a GPU,
             none (tokenise in line) on a CPU.
+        dtype: what the model runs in: ``"float32"``, ``"float16"`` or ``"bfloat16"``
+            (None: float16 with ``use_fp16``, else float32), whatever dtype its checkpoint
+            is stored in. Half precision is honoured on a GPU only, since on the CPU it
+            is slow and changes the scores; ``FlagModel`` has no bfloat16.
 
     Returns:
         An encoder with ``encode_queries`` / ``encode_corpus`` returning float32 arrays.
 
     Raises:
-        ModelError: on an unknown backend, a bad batch size or device, or a model that
-            does not load.
+        ModelError: on an unknown backend, a bad batch size, dtype or device, or a model
+            that does not load.
     """
     check_encoder_settings(backend, batch_size)
     if workers is not None and (
@@ -477,22 +515,27 @@ def load_encoder(
         raise ModelError(f"workers: expected None or an integer >= 0, got {workers!r}")
     path, revision = resolve_model(model)
     devices = parse_devices(device)
-    fp16 = bool(use_fp16) and all(d.startswith("cuda") for d in devices)
-    if use_fp16 and not fp16:
-        logger.warning("use_fp16 ignored on %s: fp16 is only used on a GPU", ",".join(devices))
+    dtype = resolve_dtype(dtype, use_fp16, devices)
+    if backend == "flagembedding" and dtype == "bfloat16":
+        raise ModelError(
+            "dtype: FlagModel runs in float32 or float16; use backend='pipeline' or "
+            "'sentence-transformers' for bfloat16"
+        )
+    fp16 = dtype == "float16"
     common = dict(
         name=model,
         revision=revision,
         backend=backend,
         device=",".join(devices),
         use_fp16=fp16,
+        dtype=dtype,
         query_instruction=query_instruction,
         batch_size=batch_size,
         show_progress=show_progress,
         path=path,
         devices=devices,
     )
-    encoder = _load(backend, path, model, fp16, devices, common, workers)
+    encoder = _load(backend, path, model, dtype, devices, common, workers)
     if cache_dir:
         return CachedEncoder(encoder, EmbeddingCache(cache_dir, chunk_size_for(devices[0])))
     return encoder
@@ -502,7 +545,7 @@ def _load(
     backend: str,
     path: str,
     model: str,
-    fp16: bool,
+    dtype: str,
     devices: list[str],
     common: dict[str, Any],
     workers: int | None,
@@ -512,11 +555,7 @@ def _load(
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(path, device=devices[0])
-            # transformers 5 loads a checkpoint in its stored dtype: make it what was asked
-            if fp16:
-                st.half()
-            else:
-                st.float()
+            set_dtype(st, dtype)  # transformers 5 loads a checkpoint in its stored dtype
             dim = int(st.get_embedding_dimension() or 0)
             if backend == "sentence-transformers":
                 return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
@@ -535,7 +574,7 @@ def _load(
             path,
             pooling_method=cfg.pooling,
             normalize_embeddings=True,
-            use_fp16=fp16,
+            use_fp16=dtype == "float16",
             query_instruction_for_retrieval=common["query_instruction"] or None,
             query_instruction_format="{}{}",
             devices=devices if len(devices) > 1 else devices[0],
@@ -543,7 +582,7 @@ def _load(
             query_max_length=cfg.max_length,
             passage_max_length=cfg.max_length,
         )
-        if not fp16:
+        if dtype == "float32":
             flag.model.float()
         dim = int(flag.model.config.hidden_size)
         return FlagModelEncoder(model=flag, dim=dim, **common)  # type: ignore[arg-type]

@@ -89,6 +89,7 @@ def load_mteb_model(
     batch_size: int | None = None,
     workers: int | None = None,
     pipeline: bool = True,
+    dtype: str | None = None,
 ) -> Any:
     """Load a sentence-transformers model as an mteb encoder that carries its real identity.
 
@@ -110,6 +111,8 @@ def load_mteb_model(
             ``batch_size`` applies to ``SentenceTransformer.encode``.
         workers: the pipeline's tokenising threads (None: by device).
         pipeline: use the helpers' pipeline where the model allows.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision on a GPU
+            only); None: the dtype the checkpoint is stored in, as mteb loads it.
 
     Raises:
         helpers.models.ModelError: when the model cannot be resolved or loaded.
@@ -117,14 +120,17 @@ def load_mteb_model(
     from sentence_transformers import SentenceTransformer
 
     from helpers.encoding import pipeline_or_none
-    from helpers.models import ModelError
+    from helpers.models import ModelError, resolve_dtype, set_dtype
 
     path, _ = resolve_model(model)
     device = pick_device(device)
+    wanted = resolve_dtype(dtype, False, [device]) if dtype is not None else None
     try:
         st = SentenceTransformer(path, device=device)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model: could not load {model!r} ({type(err).__name__}: {err})") from err
+    if wanted:
+        set_dtype(st, wanted)
     wrapper: Any = _wrapper_class()(st)
     wrapper.cache = EmbeddingCache(cache_dir, chunk_size_for(device)) if cache_dir else None
     size = batch_size or (256 if device.startswith("cuda") else 64)

@@ -134,3 +134,29 @@ def test_a_float16_checkpoint_runs_in_float32_unless_fp16_is_asked(fp16_checkpoi
     # float16 weights widened to float32: close to the original model, not equal to it
     original = load_encoder(DEFAULT_MODEL, device="cpu").encode_corpus(TEXTS)
     assert 0.999 < float(np.min(np.sum(vectors["pipeline"] * original, axis=1))) < 1.0
+
+
+def test_dtype_resolution(caplog):
+    from helpers.models import resolve_dtype
+
+    assert resolve_dtype(None, False, ["cuda"]) == "float32"
+    assert resolve_dtype(None, True, ["cuda:0", "cuda:1"]) == "float16"
+    assert resolve_dtype("bfloat16", False, ["cuda:1"]) == "bfloat16"
+    with caplog.at_level("WARNING"):
+        assert resolve_dtype("bfloat16", False, ["cpu"]) == "float32"
+        assert resolve_dtype("float16", False, ["cuda:0", "cpu"]) == "float32"
+    assert "only used on a GPU" in caplog.text
+    with pytest.raises(ModelError, match=r"dtype: expected one of \['float32'"):
+        resolve_dtype("fp8", False, ["cuda"])
+    with pytest.raises(ModelError, match="contradicts use_fp16"):
+        resolve_dtype("bfloat16", True, ["cuda"])
+
+
+def test_dtype_is_named_before_loading(caplog):
+    with pytest.raises(ModelError, match="dtype: expected one of"):
+        load_encoder(dtype="half")
+    with pytest.raises(ModelError, match="FlagModel runs in float32 or float16"):
+        load_encoder(backend="flagembedding", dtype="bfloat16", device="cuda")
+    encoder = load_encoder(dtype="bfloat16", device="cpu")
+    assert encoder.dtype == "float32" and encoder.settings()["dtype"] == "float32"
+    assert encoder.cache_settings("query")["dtype"] == "float32"

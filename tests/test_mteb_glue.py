@@ -11,6 +11,7 @@ import pytest
 from conftest import write_jsonl
 from helpers import mteb_glue as G
 from helpers.data import DataError
+from helpers.models import ModelError
 from helpers.notebook import PROJECT_ROOT
 
 
@@ -298,3 +299,5 @@ def test_mteb_cache_key_holds_the_dtype_the_model_runs_in(tmp_path):
     assert dtypes == ["float16", "float32"]
     assert not np.array_equal(first, half)
     np.testing.assert_allclose(first, half, atol=5e-3)
+    with pytest.raises(ModelError, match="dtype: expected one of"):
+        G.load_mteb_model(dtype="fp8")
