@@ -215,10 +215,9 @@ def parse_devices(device: DeviceSpec) -> list[str]:
     return [pick_device(n.strip()) for n in names]
 
 
-def resolve_dtype(dtype: str | None, use_fp16: bool, devices: Sequence[str]) -> str:
-    """The dtype a model runs in: ``dtype`` (one of :data:`DTYPES`; None: ``"float16"``
-    with ``use_fp16``, else ``"float32"``), or ``"float32"`` when a half precision is
-    asked for a device that is not a GPU (with a warning).
+def check_dtype(dtype: str | None, use_fp16: bool = False) -> str:
+    """The dtype asked, whatever the device: ``dtype`` (one of :data:`DTYPES`; None:
+    ``"float16"`` with ``use_fp16``, else ``"float32"``).
 
     Raises:
         ModelError: for a dtype not in :data:`DTYPES`, or ``use_fp16`` with another dtype.
@@ -229,6 +228,17 @@ def resolve_dtype(dtype: str | None, use_fp16: bool, devices: Sequence[str]) -> 
         raise ModelError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
     if use_fp16 and dtype != "float16":
         raise ModelError(f"dtype: {dtype!r} contradicts use_fp16=True; give one of them")
+    return dtype
+
+
+def resolve_dtype(dtype: str | None, use_fp16: bool, devices: Sequence[str]) -> str:
+    """The dtype a model runs in on ``devices``: :func:`check_dtype`'s, or ``"float32"``
+    when a half precision is asked for a device that is not a GPU (with a warning).
+
+    Raises:
+        ModelError: as :func:`check_dtype`, or for bfloat16 on a GPU without it.
+    """
+    dtype = check_dtype(dtype, use_fp16)
     if dtype != "float32" and not all(d.startswith("cuda") for d in devices):
         logger.warning(
             "dtype %s ignored on %s: half precision is only used on a GPU; float32 is used",
@@ -236,7 +246,23 @@ def resolve_dtype(dtype: str | None, use_fp16: bool, devices: Sequence[str]) -> 
             ",".join(devices),
         )
         return "float32"
+    if dtype == "bfloat16":
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise ModelError(
+                "dtype: this GPU has no bfloat16 (compute capability 8.0 or later needed); "
+                "use 'float16'"
+            )
     return dtype
+
+
+def model_dtype(dtype: str) -> dict[str, Any]:
+    """transformers' ``from_pretrained`` keyword for loading in ``dtype`` directly (no
+    second copy in the stored dtype), for sentence-transformers' ``model_kwargs``."""
+    import torch
+
+    return {"dtype": getattr(torch, dtype)}
 
 
 def set_dtype(module: Any, dtype: str) -> None:
@@ -244,6 +270,16 @@ def set_dtype(module: Any, dtype: str) -> None:
     import torch
 
     module.to(dtype=getattr(torch, dtype))
+
+
+def _unit_float32(vectors: Any, dtype: str) -> np.ndarray:
+    """float32 vectors; in half precision normalised again in float32, since the libraries
+    normalise in the model's dtype (bfloat16 norms are off by up to 4e-3, so inner product
+    would not be cosine). float32 vectors are returned as computed."""
+    out = np.asarray(vectors, dtype=np.float32)
+    if dtype != "float32" and len(out):
+        out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+    return out
 
 
 @dataclass
@@ -294,6 +330,9 @@ class _BaseEncoder:
             "max_length": cfg.max_length if cfg else "model default",
             "normalize": True,
             "dtype": self.dtype,
+            # 2: the dtype above is the one the model runs in (in version 1 a checkpoint
+            # stored in float16 ran in float16 under "float32")
+            "cache_version": 2,
             "device": self.device.split(":")[0].split(",")[0],
             "kind": kind,
             "instruction": self.query_instruction if kind == "query" else "",
@@ -352,7 +391,7 @@ class SentenceTransformerEncoder(_BaseEncoder):
             normalize_embeddings=True,
             **several,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        return _unit_float32(vectors, self.dtype)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.query_instruction + t for t in texts])
@@ -399,7 +438,7 @@ class FlagModelEncoder(_BaseEncoder):
     def _encode(self, fn: Any, texts: Sequence[str]) -> np.ndarray:
         with _flag_progress(self.show_progress):
             vectors = fn(list(texts), batch_size=self.batch_size, convert_to_numpy=True)
-        return np.asarray(vectors, dtype=np.float32)
+        return _unit_float32(vectors, self.dtype)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(self.model.encode_queries, texts)
@@ -451,12 +490,15 @@ def _pipeline(
     )
 
 
-def check_encoder_settings(backend: str, batch_size: int) -> None:
-    """Check the backend and batch size before anything is loaded.
+def check_encoder_settings(
+    backend: str, batch_size: int, dtype: str | None = None, use_fp16: bool = False
+) -> None:
+    """Check the backend, batch size and dtype before anything is loaded.
 
     Raises:
         ModelError: naming the parameter.
     """
+    check_dtype(dtype, use_fp16)
     if backend not in BACKENDS:
         raise ModelError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -499,7 +541,7 @@ def load_encoder(
         dtype: what the model runs in: ``"float32"``, ``"float16"`` or ``"bfloat16"``
             (None: float16 with ``use_fp16``, else float32), whatever dtype its checkpoint
             is stored in. Half precision is honoured on a GPU only, since on the CPU it
-            is slow and changes the scores; ``FlagModel`` has no bfloat16.
+            is slow and changes the scores.
 
     Returns:
         An encoder with ``encode_queries`` / ``encode_corpus`` returning float32 arrays.
@@ -508,7 +550,7 @@ def load_encoder(
         ModelError: on an unknown backend, a bad batch size, dtype or device, or a model
             that does not load.
     """
-    check_encoder_settings(backend, batch_size)
+    check_encoder_settings(backend, batch_size, dtype, use_fp16)
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
     ):
@@ -516,11 +558,6 @@ def load_encoder(
     path, revision = resolve_model(model)
     devices = parse_devices(device)
     dtype = resolve_dtype(dtype, use_fp16, devices)
-    if backend == "flagembedding" and dtype == "bfloat16":
-        raise ModelError(
-            "dtype: FlagModel runs in float32 or float16; use backend='pipeline' or "
-            "'sentence-transformers' for bfloat16"
-        )
     fp16 = dtype == "float16"
     common = dict(
         name=model,
@@ -554,8 +591,10 @@ def _load(
         if backend in {"pipeline", "sentence-transformers"}:
             from sentence_transformers import SentenceTransformer
 
-            st = SentenceTransformer(path, device=devices[0])
-            set_dtype(st, dtype)  # transformers 5 loads a checkpoint in its stored dtype
+            # transformers 5 loads a checkpoint in its stored dtype unless told otherwise;
+            # set_dtype also casts any module outside the transformer
+            st = SentenceTransformer(path, device=devices[0], model_kwargs=model_dtype(dtype))
+            set_dtype(st, dtype)
             dim = int(st.get_embedding_dimension() or 0)
             if backend == "sentence-transformers":
                 return SentenceTransformerEncoder(model=st, dim=dim, **common)  # type: ignore[arg-type]
@@ -575,6 +614,7 @@ def _load(
             pooling_method=cfg.pooling,
             normalize_embeddings=True,
             use_fp16=dtype == "float16",
+            use_bf16=dtype == "bfloat16",
             query_instruction_for_retrieval=common["query_instruction"] or None,
             query_instruction_format="{}{}",
             devices=devices if len(devices) > 1 else devices[0],
@@ -582,8 +622,6 @@ def _load(
             query_max_length=cfg.max_length,
             passage_max_length=cfg.max_length,
         )
-        if dtype == "float32":
-            flag.model.float()
         dim = int(flag.model.config.hidden_size)
         return FlagModelEncoder(model=flag, dim=dim, **common)  # type: ignore[arg-type]
     except ModelError:

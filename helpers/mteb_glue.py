@@ -112,7 +112,8 @@ def load_mteb_model(
         workers: the pipeline's tokenising threads (None: by device).
         pipeline: use the helpers' pipeline where the model allows.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision on a GPU
-            only); None: the dtype the checkpoint is stored in, as mteb loads it.
+            only); None: on a GPU, the dtype the checkpoint is stored in (as mteb loads
+            it), on the CPU float32.
 
     Raises:
         helpers.models.ModelError: when the model cannot be resolved or loaded.
@@ -120,13 +121,16 @@ def load_mteb_model(
     from sentence_transformers import SentenceTransformer
 
     from helpers.encoding import pipeline_or_none
-    from helpers.models import ModelError, resolve_dtype, set_dtype
+    from helpers.models import ModelError, model_dtype, resolve_dtype, set_dtype
 
     path, _ = resolve_model(model)
     device = pick_device(device)
-    wanted = resolve_dtype(dtype, False, [device]) if dtype is not None else None
+    gpu = device.startswith("cuda")
+    wanted = resolve_dtype(dtype, False, [device]) if dtype or not gpu else None
     try:
-        st = SentenceTransformer(path, device=device)
+        st = SentenceTransformer(
+            path, device=device, model_kwargs=model_dtype(wanted) if wanted else None
+        )
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model: could not load {model!r} ({type(err).__name__}: {err})") from err
     if wanted:

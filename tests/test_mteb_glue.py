@@ -301,3 +301,13 @@ def test_mteb_cache_key_holds_the_dtype_the_model_runs_in(tmp_path):
     np.testing.assert_allclose(first, half, atol=5e-3)
     with pytest.raises(ModelError, match="dtype: expected one of"):
         G.load_mteb_model(dtype="fp8")
+
+
+def test_mteb_model_runs_in_float32_on_the_cpu_whatever_the_checkpoint(fp16_checkpoint):
+    """mteb would keep a float16 checkpoint in float16; on the CPU that is slow and changes
+    the scores, so the glue loads it in float32 there (a GPU keeps the stored dtype)."""
+    import torch
+
+    for dtype in (None, "bfloat16"):
+        model = G.load_mteb_model(fp16_checkpoint, device="cpu", dtype=dtype)
+        assert {p.dtype for p in model.model.parameters()} == {torch.float32}
