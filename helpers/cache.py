@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.io import atomic_write, write_json
+from helpers.io import atomic_write, files_sha256, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +72,38 @@ def weights_fingerprint(folder: str | Path) -> str:
         len(files),
     )
     if stamp not in _WEIGHTS_HASHES:
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(str(path.relative_to(folder)).encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        _WEIGHTS_HASHES[stamp] = digest.hexdigest()
+        _WEIGHTS_HASHES[stamp] = files_sha256(folder, files)
     return _WEIGHTS_HASHES[stamp]
+
+
+def weights_id(path: str, revision: str) -> str:
+    """The weights part of a cache key: :func:`weights_fingerprint` of a local model
+    folder, else ``"hub@<revision>"``."""
+    return weights_fingerprint(path) if path and Path(path).is_dir() else f"hub@{revision}"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that compute the vectors (part of every cache key)."""
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
 
 
 def cache_key(settings: Mapping[str, Any], texts: Sequence[str]) -> str:
     """The cache key: SHA-256 of the encoding settings (sorted JSON) and the texts."""
+    return _settings_key(settings, texts_fingerprint(texts))
+
+
+def _settings_key(settings: Mapping[str, Any], tail: str) -> str:
+    """SHA-256 (32 hex digits) of the settings as sorted JSON, then ``tail``."""
     blob = json.dumps(dict(settings), sort_keys=True, default=str)
-    return hashlib.sha256((blob + texts_fingerprint(texts)).encode()).hexdigest()[:32]
+    return hashlib.sha256((blob + tail).encode()).hexdigest()[:32]
 
 
 class EmbeddingCache:
@@ -221,9 +239,7 @@ class EmbeddingCache:
         """
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window: expected a positive number of chunks, got {window!r}")
-        key = hashlib.sha256(
-            (json.dumps(dict(settings), sort_keys=True, default=str) + "\0" + source).encode()
-        ).hexdigest()[:32]
+        key = _settings_key(settings, "\0" + source)
         chunk_size = self._open_entry(key, {"settings": dict(settings), "source": source})
         ids_by_chunk: dict[int, list[str]] = {}
 

@@ -194,6 +194,11 @@ def read_beir_jsonl(path: Path) -> Iterator[tuple[str, str, str, str]]:
         yield str(rec["_id"]), str(rec.get("title") or ""), str(rec["text"]), where
 
 
+def beir_passage(title: str, text: str) -> str:
+    """A BEIR document as one passage: its title, a space, its text (stripped)."""
+    return f"{title} {text}".strip()
+
+
 def _load_beir_folder(folder: Path, split: str) -> tuple[dict[str, str], dict[str, str], Qrels]:
     corpus_path = find_file(folder, "corpus.jsonl")
     queries_path = find_file(folder, "queries.jsonl")
@@ -208,7 +213,7 @@ def _load_beir_folder(folder: Path, split: str) -> tuple[dict[str, str], dict[st
     assert corpus_path and queries_path and qrels_path
     corpus: dict[str, str] = {}
     for doc_id, title, text, where in read_beir_jsonl(corpus_path):
-        _add_unique(corpus, doc_id, f"{title} {text}".strip(), where)
+        _add_unique(corpus, doc_id, beir_passage(title, text), where)
     queries: dict[str, str] = {}
     for query_id, _, text, where in read_beir_jsonl(queries_path):
         _add_unique(queries, query_id, text.strip(), where)
@@ -423,7 +428,7 @@ def _corpus_record(rec: dict[str, Any], number: int, where: str) -> tuple[str, s
     if "content" in rec:
         return _record_id(rec, DOC_ID_FIELDS, str(number)), str(rec["content"]).strip()
     _require(rec, ("_id", "text"), where)
-    return str(rec["_id"]), f"{rec.get('title') or ''} {rec['text']}".strip()
+    return str(rec["_id"]), beir_passage(str(rec.get("title") or ""), str(rec["text"]))
 
 
 def stream_corpus(

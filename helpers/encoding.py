@@ -31,7 +31,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -257,11 +257,15 @@ class EncodingPipeline:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` in input order, float32, one row per text."""
-        return next(self.encode_stream([texts], total=len(texts)))
+        stream = self.encode_stream([texts], total=len(texts))
+        try:
+            return next(stream)
+        finally:
+            stream.close()  # shuts the tokenising threads down now, not at collection
 
     def encode_stream(
         self, parts: Iterable[Sequence[str]], total: int | None = None
-    ) -> Iterator[np.ndarray]:
+    ) -> Generator[np.ndarray, None, None]:
         """Embeddings of each part in turn (float32, input order within each part).
 
         Tokenising runs ahead across part boundaries, so a caller that writes each part

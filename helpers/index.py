@@ -85,7 +85,7 @@ class DocIndex:
             raise SearchIndexError(f"device: {device!r} asked for, but no GPU is visible")
         faiss = _faiss()
         exact = self.factory.replace(" ", "") == "Flat"
-        gpu_faiss = gpu and faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+        gpu_faiss = gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
         if engine == "torch" and not exact:
             raise SearchIndexError(
                 f"engine: 'torch' searches exactly; it needs a Flat index, not {self.factory!r}"

@@ -6,10 +6,11 @@ never a half-written file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ def write_text(path: str | Path, text: str) -> Path:
             os.fsync(handle.fileno())
 
     return atomic_write(path, _write)
+
+
+def files_sha256(folder: str | Path, files: Iterable[Path]) -> str:
+    """SHA-256 over ``files`` (inside ``folder``) in sorted order: each one's path
+    relative to ``folder``, then its bytes (read in 1 MiB blocks)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from helpers.cache import EmbeddingCache, chunk_size_for, weights_fingerprint
+from helpers.cache import EmbeddingCache, chunk_size_for, library_versions, weights_id
 from helpers.hub import require_hub
 
 logger = logging.getLogger(__name__)
@@ -314,17 +314,13 @@ class _BaseEncoder:
         maximum length, normalisation, dtype, device type, the instruction (queries only)
         and the versions of the libraries that compute the vectors.
         """
-        import sentence_transformers
-        import torch
-        import transformers
-
         if kind not in {"query", "document"}:
             raise ValueError(f"kind: expected 'query' or 'document', got {kind!r}")
         local = bool(self.path) and Path(self.path).is_dir()
         cfg = read_model_config(self.path) if local else None
         return {
             "model": self.name,
-            "weights": weights_fingerprint(self.path) if local else f"hub@{self.revision}",
+            "weights": weights_id(self.path, self.revision),
             "backend": self.backend,
             "pooling": cfg.pooling if cfg else "model default",
             "max_length": cfg.max_length if cfg else "model default",
@@ -336,11 +332,7 @@ class _BaseEncoder:
             "device": self.device.split(":")[0].split(",")[0],
             "kind": kind,
             "instruction": self.query_instruction if kind == "query" else "",
-            "versions": {
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "sentence_transformers": sentence_transformers.__version__,
-            },
+            "versions": library_versions(),
         }
 
     def settings(self) -> dict[str, Any]:

@@ -18,7 +18,6 @@ cache and of the embeddings-benchmark/results repository, one level up
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -33,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from helpers.cache import EmbeddingCache, chunk_size_for, weights_fingerprint
+from helpers.cache import EmbeddingCache, chunk_size_for, library_versions, weights_id
 from helpers.data import DataError, find_file, read_beir_jsonl, read_jsonl, read_qrels_tsv
 from helpers.hub import hub_offline_reason
-from helpers.io import atomic_write, write_json, write_text
+from helpers.io import atomic_write, files_sha256, write_json, write_text
 from helpers.models import DEFAULT_MODEL, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def load_mteb_model(
         set_dtype(st, wanted)
     wrapper: Any = _wrapper_class()(st)
     wrapper.cache = EmbeddingCache(cache_dir, chunk_size_for(device)) if cache_dir else None
-    size = batch_size or (256 if device.startswith("cuda") else 64)
+    size = batch_size or (256 if gpu else 64)
     wrapper.pipeline = (
         pipeline_or_none(st, model, batch_size=size, workers=workers) if pipeline else None
     )
@@ -150,22 +149,13 @@ def load_mteb_model(
 def _mteb_cache_settings(model: str, path: str, device: str, engine: str) -> dict[str, Any]:
     """The cache key's model part: name, weights, engine, device type and library
     versions (the dtype and the prompt are added at each ``encode``)."""
-    import sentence_transformers
-    import torch
-    import transformers
-
     meta = model_meta(model)
-    local = Path(path).is_dir()
     return {
         "model": meta.name,
-        "weights": weights_fingerprint(path) if local else f"hub@{meta.revision}",
+        "weights": weights_id(path, meta.revision),
         "backend": engine,
         "device": device.split(":")[0],
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__,
-        },
+        "versions": library_versions(),
     }
 
 
@@ -581,11 +571,8 @@ def data_fingerprint(task: Any) -> str:
     folder = getattr(task, "local_data_folder", None)
     if folder is None:
         return f"hub:{task.metadata.dataset['path']}@{task.metadata.dataset['revision']}"
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(folder)).encode())
-        digest.update(file.read_bytes())
-    return f"local:sha256:{digest.hexdigest()}"
+    files = (p for p in Path(folder).rglob("*") if p.is_file())
+    return f"local:sha256:{files_sha256(folder, files)}"
 
 
 def is_finished(path: Path, task: Any) -> bool:
