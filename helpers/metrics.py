@@ -303,29 +303,33 @@ def default_relevance_level(qrels: Mapping[str, Mapping[str, int]]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# THE SEED TUTORIAL'S FORMULAS, kept to show how they differ
+# THE FLAGEMBEDDING TUTORIAL'S FORMULAS, kept to show how they differ
 # ---------------------------------------------------------------------------
 
 
-def seed_recall_at_k(ranking: Sequence[str], relevant: Iterable[str], k: int) -> float:
-    """The FlagEmbedding tutorial's ``calc_recall`` as written: hits / max(min(hits, R), 1).
+def tutorial_recall_at_k(ranking: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """The FlagEmbedding evaluation tutorial's ``calc_recall`` for one query, as written.
 
-    The divisor uses the number of hits instead of k, so the value is 1 as soon as one
-    relevant document is in the top k: it is success@k, not recall.
+    The tutorial (``recalls[i] += len(hits) / max(min(c, len(truth)), 1)`` with
+    ``hits = np.intersect1d(truth, text[:c])``) divides the hits in the top k by
+    ``max(min(k, R), 1)``: this is *capped recall* (:func:`capped_recall_at_k`), and 0
+    for a query with no relevant document. The tutorial matched texts; here ids.
     """
     relevant_set = set(relevant)
     hits = len(relevant_set.intersection(ranking[:k]))
-    return hits / max(min(hits, len(relevant_set)), 1)
+    return hits / max(min(k, len(relevant_set)), 1)
 
 
-def seed_ndcg_at_k(
+def tutorial_ndcg_at_k(
     ranking: Sequence[str], scores: Sequence[float], relevant: Iterable[str], k: int
 ) -> float:
     """The tutorial's nDCG: ``sklearn.metrics.ndcg_score`` on binary labels of the retrieved list.
 
-    Its ideal ranking is built from the retrieved documents only, so relevant documents
-    that were not retrieved cost nothing (a run with one relevant document in the top k
-    and none elsewhere can score 1.0).
+    Its ideal ranking is built from the retrieved documents only (all ``max(cutoffs)`` of
+    them), so relevant documents that were not retrieved cost nothing (a run with one
+    relevant document in the top k and none elsewhere can score 1.0), and the value at a
+    cut-off k depends on how many documents were retrieved: searching deeper (a larger
+    ``max(cutoffs)``) brings more relevant documents into the ideal and lowers it.
     """
     from sklearn.metrics import ndcg_score
 
@@ -346,7 +350,8 @@ def tutorial_comparison(
 
     Returns:
         ``{"@k": {row label: mean over the judged queries}}`` for every cut-off, with rows
-        tutorial recall, success, capped recall, recall, tutorial nDCG and nDCG.
+        tutorial recall (equal to capped recall), success, capped recall, recall,
+        tutorial nDCG and nDCG.
     """
     evaluation = evaluate(
         qrels, run, cutoffs, ["success", "capped_recall", "recall", "ndcg"], relevance_level
@@ -356,20 +361,20 @@ def tutorial_comparison(
     n = len(qrels)
     table: dict[str, dict[str, float]] = {}
     for k in cutoffs:
-        seed_recall = sum(seed_recall_at_k(rankings[q], relevant[q], k) for q in qrels) / n
-        seed_ndcg = (
+        tutorial_recall = sum(tutorial_recall_at_k(rankings[q], relevant[q], k) for q in qrels) / n
+        tutorial_ndcg = (
             sum(
-                seed_ndcg_at_k(rankings[q], [run[q][d] for d in rankings[q]], relevant[q], k)
+                tutorial_ndcg_at_k(rankings[q], [run[q][d] for d in rankings[q]], relevant[q], k)
                 for q in qrels
             )
             / n
         )
         table[f"@{k}"] = {
-            "tutorial recall": seed_recall,
+            "tutorial recall": tutorial_recall,
             "success": evaluation.mean[f"success_at_{k}"],
             "capped_recall": evaluation.mean[f"capped_recall_at_{k}"],
             "recall": evaluation.mean[f"recall_at_{k}"],
-            "tutorial nDCG (binary, retrieved only)": seed_ndcg,
+            "tutorial nDCG (binary, retrieved only)": tutorial_ndcg,
             "ndcg": evaluation.mean[f"ndcg_at_{k}"],
         }
     return table

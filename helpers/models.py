@@ -12,6 +12,7 @@ pooling, 512 tokens, fp16) would otherwise silently change the vectors.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -192,12 +193,31 @@ class CachedEncoder:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
-    if device != "auto":
-        return device
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged
+    once checked to exist.
+
+    Raises:
+        ModelError: naming ``device`` when a GPU is asked for (``"cuda"``, ``"cuda:N"``)
+            and torch sees none, or not that one, with the devices it does see.
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        visible = ["cpu"] + [f"cuda:{i}" for i in range(count)]
+        number = device.partition(":")[2]
+        if device != "cuda" and not number.isdigit():
+            raise ModelError(f"device: expected 'cuda' or 'cuda:N', got {device!r}")
+        if count == 0 or (number and int(number) >= count):
+            raise ModelError(
+                f"device: {device!r} asked, but torch sees no such GPU "
+                f"(torch.cuda.is_available() is {torch.cuda.is_available()}, torch "
+                f"{torch.__version__}); visible devices: {', '.join(visible)}. Use 'auto' or "
+                "'cpu', or install a CUDA build of torch on a machine with a GPU."
+            )
+    return device
 
 
 def parse_devices(device: DeviceSpec) -> list[str]:
@@ -334,6 +354,19 @@ class _BaseEncoder:
             "instruction": self.query_instruction if kind == "query" else "",
             "versions": library_versions(),
         }
+
+    def model_fingerprint(self) -> str:
+        """A short hash of what makes this model's document vectors what they are: name,
+        weights, pooling, maximum length, normalisation and dtype (not the backend, the
+        device or library versions, which change them by rounding only). A saved index
+        records it and refuses to be searched with another model's vectors."""
+        settings = self.cache_settings("document")
+        identity = {
+            k: settings[k]
+            for k in ("model", "weights", "pooling", "max_length", "normalize", "dtype")
+        }
+        blob = json.dumps(identity, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the embeddings, for the results file."""
@@ -483,14 +516,21 @@ def _pipeline(
 
 
 def check_encoder_settings(
-    backend: str, batch_size: int, dtype: str | None = None, use_fp16: bool = False
+    backend: str,
+    batch_size: int,
+    dtype: str | None = None,
+    use_fp16: bool = False,
+    device: DeviceSpec | None = None,
 ) -> None:
-    """Check the backend, batch size and dtype before anything is loaded.
+    """Check the backend, batch size, dtype and (when given) device before anything is
+    loaded.
 
     Raises:
         ModelError: naming the parameter.
     """
     check_dtype(dtype, use_fp16)
+    if device is not None:
+        parse_devices(device)
     if backend not in BACKENDS:
         raise ModelError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -114,3 +114,49 @@ def resolve_source(value: str | Path) -> str | Path | None:
         return None
     candidate = project_path(value)
     return candidate if candidate.exists() else value
+
+
+def as_list(value: object, parameter: str, item_type: type = str) -> list:
+    """A list parameter as given by any caller: a list, or a string (papermill's ``-p``
+    passes strings) holding a JSON/YAML list (``'["STSBenchmark"]'``, ``"[1, 10]"``) or
+    comma-separated items (``"STSBenchmark,SciFact"``, ``"1,10"``); ``""`` is ``[]``.
+
+    Args:
+        value: the parameter's value.
+        parameter: its name, for the error message.
+        item_type: ``str`` or ``int``: what each item must be (``"10"`` becomes 10).
+
+    Raises:
+        ValueError: naming the parameter, for anything else (a dict, a nested list, an
+            item that is not of ``item_type``).
+    """
+    items: object = value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith(("[", "{")):
+            import yaml
+
+            try:
+                items = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise ValueError(f"{parameter}: {value!r} is not a valid list ({err})") from err
+        else:
+            items = [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(
+            f"{parameter}: expected a list such as [\"a\", \"b\"] or a comma-separated string, "
+            f"got {value!r}"
+        )
+    result = []
+    for item in items:
+        if item_type is int:
+            if isinstance(item, str) and item.strip().lstrip("-").isdigit():
+                item = int(item)
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ValueError(f"{parameter}: expected whole numbers, got {item!r} in {value!r}")
+        elif not isinstance(item, str) or isinstance(item, (list, dict)):
+            raise ValueError(f"{parameter}: expected names (strings), got {item!r} in {value!r}")
+        result.append(item)
+    return result

@@ -186,3 +186,47 @@ def test_a_failed_write_stops_the_encoding_early(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="full"):
         cache.encode(texts, SETTINGS, enc)
     assert enc.encoded <= 30  # known by the third chunk at the latest, not after all ten
+
+
+def test_a_damaged_meta_json_is_replaced(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    first = cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    meta = cache.folder(cache_key(SETTINGS, TEXTS)) / "meta.json"
+    meta.write_text("{")
+    enc = CountingEncoder()
+    np.testing.assert_array_equal(cache.encode(TEXTS, SETTINGS, enc), first)
+    assert enc.encoded == 0 and json.loads(meta.read_text())["chunk_size"] == 10
+
+
+def test_the_vectors_served_are_the_bytes_verified(tmp_path, monkeypatch):
+    """Another writer replaces a chunk's .npy right after this one hashed it: the vectors
+    served must still be the ones hashed, never the unverified replacement."""
+    import hashlib
+    import types
+
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    good = cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    folder = cache.folder(cache_key(SETTINGS, TEXTS))
+    np.save(folder / "other.npy", np.zeros((10, 8), dtype=np.float32))
+    swapped = []
+
+    def sha256(data=b""):
+        digest = hashlib.sha256(data)
+        if not swapped and data[:6] == b"\x93NUMPY":  # chunk 0's bytes, just hashed
+            (folder / "other.npy").replace(folder / "chunk_00000.npy")
+            swapped.append(True)
+        return digest
+
+    monkeypatch.setattr("helpers.cache.hashlib", types.SimpleNamespace(sha256=sha256))
+    served = np.array(next(iter(cache.iter_chunks(TEXTS, SETTINGS, CountingEncoder()))))
+    assert swapped
+    np.testing.assert_array_equal(served, good[:10])
+
+
+def test_no_lock_or_temporary_is_left_after_encoding(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    folder = cache.folder(cache_key(SETTINGS, TEXTS))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["meta.json"] + [f"chunk_0000{i}.{ext}" for i in range(3) for ext in ("npy", "json")]
+    )

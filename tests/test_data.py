@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 
 import pytest
@@ -94,6 +95,45 @@ def test_missing_qrels_split(beir_folder):
         load_retrieval_data(beir_folder, split="dev")
 
 
+def test_unknown_beir_split_lists_the_splits_found(beir_folder):
+    (beir_folder / "qrels" / "train.tsv.gz").write_bytes(gzip.compress(b"q2\td2\t1\n"))
+    (beir_folder / "qrels" / "notes.txt").write_text("not a split")
+    with pytest.raises(
+        DataError,
+        match=r"^split: 'dev' not found: missing qrels file .*dev\.tsv \(or \.tsv\.gz\); "
+        r"splits in .*qrels: 'test', 'train'$",
+    ):
+        load_retrieval_data(beir_folder, split="dev")
+    assert load_retrieval_data(beir_folder, split="train").qrels == {"q2": {"d2": 1}}
+
+
+@pytest.mark.parametrize("split", ["nonsense", "dev", "train"])
+def test_hub_folder_refuses_a_split_it_does_not_hold(hub_folder, split):
+    with pytest.raises(
+        DataError,
+        match=rf"^split: '{split}' is not a split of .*hub': a hub-layout folder holds one "
+        r"split, 'test' .*use split='' or 'test'$",
+    ):
+        load_retrieval_data(hub_folder, split=split, dangling="ignore")
+
+
+def test_hub_folder_split_is_recorded_as_test(hub_folder):
+    default = load_retrieval_data(hub_folder, dangling="ignore")
+    named = load_retrieval_data(hub_folder, split="test", dangling="ignore")
+    assert default.split == named.split == "test"
+    assert (default.queries, default.corpus, default.qrels) == (
+        named.queries,
+        named.corpus,
+        named.qrels,
+    )
+
+
+def test_corpus_parameter_is_refused_for_a_beir_folder(beir_folder, tmp_path):
+    other = write_jsonl(tmp_path / "other.jsonl", [{"content": "x"}])
+    with pytest.raises(DataError, match=r"^corpus: '.*other\.jsonl' given, but .* BEIR folder"):
+        load_retrieval_data(beir_folder, corpus=other)
+
+
 def test_malformed_jsonl_names_file_and_line(beir_folder):
     (beir_folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{broken\n')
     with pytest.raises(DataError, match=r"queries\.jsonl, line 2: not valid JSON"):
@@ -120,10 +160,11 @@ def test_hub_id_offline_fails_fast_and_names_the_default():
     assert time.monotonic() - start < 5
 
 
-@pytest.mark.parametrize("field", ["num_queries", "max_corpus"])
-def test_negative_counts_rejected(beir_folder, field):
-    with pytest.raises(DataError, match=field):
-        load_retrieval_data(beir_folder, **{field: -1})
+@pytest.mark.parametrize("field", ["num_queries", "max_corpus", "positives_corpus"])
+@pytest.mark.parametrize("value", [-1, 1.5, "3", True])
+def test_bad_counts_rejected(beir_folder, field, value):
+    with pytest.raises(DataError, match=rf"^{field}: expected 0 .* got {value!r}$"):
+        load_retrieval_data(beir_folder, **{field: value})
 
 
 def test_duplicate_ids_are_refused(beir_folder):
@@ -136,7 +177,7 @@ def test_duplicate_ids_are_refused(beir_folder):
 
 def test_empty_texts_are_refused(hub_folder):
     write_jsonl(hub_folder / "corpus.jsonl", [{"content": "Cats purr."}, {"content": "  "}])
-    with pytest.raises(DataError, match=r"corpus\.jsonl, record 1: empty text for id '1'"):
+    with pytest.raises(DataError, match=r"corpus\.jsonl, line 2, record 1: empty text for id '1'"):
         load_retrieval_data(hub_folder)
 
 

@@ -6,6 +6,7 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 import pytrec_eval
 
@@ -168,21 +169,49 @@ def test_agrees_with_pytrec_eval(level):
             )
 
 
-def test_tutorial_recall_is_success():
+# The FlagEmbedding evaluation tutorial's function, quoted as published (it takes lists
+# of retrieved and of relevant texts per query); the helpers must give its numbers.
+def _tutorial_calc_recall(preds, truths, cutoffs):
+    recalls = np.zeros(len(cutoffs))
+    for text, truth in zip(preds, truths):  # noqa: B905 (quoted as published)
+        for i, c in enumerate(cutoffs):
+            recall = np.intersect1d(truth, text[:c])
+            recalls[i] += len(recall) / max(min(c, len(truth)), 1)
+    recalls /= len(preds)
+    return recalls
+
+
+def test_tutorial_recall_equals_the_tutorials_function():
     qrels, run = _random_collection(seed=7, num_queries=100)
-    for qid, judgements in qrels.items():
-        ranking = M.rank_documents(run[qid])
-        relevant = [d for d, g in judgements.items() if g >= 1]
-        for k in (1, 10):
-            assert M.seed_recall_at_k(ranking, relevant, k) == M.success_at_k(
-                ranking, judgements, k
+    cutoffs = [1, 3, 10, 50]
+    for level in (1, 2):
+        preds = [np.array(M.rank_documents(run[q])) for q in qrels]
+        truths = [np.array([d for d, g in j.items() if g >= level]) for j in qrels.values()]
+        expected = _tutorial_calc_recall(preds, truths, cutoffs)
+        table = M.tutorial_comparison(qrels, run, cutoffs, relevance_level=level)
+        for value, k in zip(expected, cutoffs, strict=True):
+            assert table[f"@{k}"]["tutorial recall"] == pytest.approx(value, abs=1e-12)
+            # ... which is capped recall, not success (they differ on this collection)
+            assert table[f"@{k}"]["tutorial recall"] == pytest.approx(
+                table[f"@{k}"]["capped_recall"], abs=1e-12
             )
+        assert any(
+            table[f"@{k}"]["tutorial recall"] != table[f"@{k}"]["success"] for k in cutoffs
+        )
+
+
+def test_tutorial_recall_hand_computed():
+    # 3 relevant, 1 of them in the top 2: 1 / min(2, 3) = 0.5; at k=10: 2 hits / 3
+    ranking = ["a", "x", "b", "y"]
+    assert M.tutorial_recall_at_k(ranking, ["a", "b", "c"], 2) == 0.5
+    assert M.tutorial_recall_at_k(ranking, ["a", "b", "c"], 10) == pytest.approx(2 / 3)
+    assert M.tutorial_recall_at_k(ranking, [], 10) == 0.0
 
 
 def test_tutorial_ndcg_ignores_unretrieved_relevant():
     # one relevant retrieved at rank 1, two more relevant never retrieved
     ranking, scores = ["a", "b"], [0.9, 0.1]
-    assert M.seed_ndcg_at_k(ranking, scores, ["a", "x", "y"], 10) == pytest.approx(1.0)
+    assert M.tutorial_ndcg_at_k(ranking, scores, ["a", "x", "y"], 10) == pytest.approx(1.0)
     assert M.ndcg_at_k(ranking, {"a": 1, "x": 1, "y": 1}, 10) < 0.5
 
 
@@ -190,8 +219,10 @@ def test_tutorial_comparison_rows():
     qrels = {"q": {"a": 2, "b": 1, "c": 0}}
     run = {"q": {"c": 0.9, "a": 0.5, "z": 0.1}}
     table = M.tutorial_comparison(qrels, run, [1, 2], relevance_level=1)
-    assert table["@2"]["tutorial recall"] == 1.0 == table["@2"]["success"]
-    assert table["@2"]["recall"] == 0.5 and table["@2"]["capped_recall"] == 0.5
+    # two relevant (a, b), one (a) in the top 2: hits / min(2, 2)
+    assert table["@2"]["tutorial recall"] == 0.5 == table["@2"]["capped_recall"]
+    assert table["@2"]["success"] == 1.0
+    assert table["@2"]["recall"] == 0.5
     assert table["@1"]["success"] == 0.0
     # binary, retrieved-only ideal: one relevant retrieved at rank 2 of 3 -> 1/log2(3)
     assert table["@2"]["tutorial nDCG (binary, retrieved only)"] == pytest.approx(1 / math.log2(3))

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from helpers.hub import hub_offline_reason
-from helpers.models import DEFAULT_MODEL, ModelError, load_encoder, read_model_config, resolve_model
+from helpers.models import (
+    DEFAULT_MODEL,
+    ModelError,
+    check_encoder_settings,
+    load_encoder,
+    parse_devices,
+    read_model_config,
+    resolve_model,
+)
 
 TEXTS = [
     "The Manhattan Project produced the first nuclear weapons during World War II.",
@@ -186,3 +194,24 @@ def test_each_backend_loads_in_the_dtype_asked(fp16_checkpoint, backend):
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
         cosines = np.sum(vectors * reference.encode_corpus(TEXTS), axis=1)
         assert 0.999 < float(cosines.min()) and float(cosines.mean()) < 1.0 - 1e-7
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:1", "cpu,cuda:3"])
+def test_gpu_asked_without_one_names_device_and_what_is_visible(device, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match=r"device: 'cuda.*no such GPU.*visible devices: cpu"):
+        check_encoder_settings("pipeline", 8, device=device)
+
+
+def test_gpu_index_past_the_visible_ones(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert parse_devices("cuda:1") == ["cuda:1"]
+    with pytest.raises(ModelError, match=r"'cuda:2'.*visible devices: cpu, cuda:0, cuda:1"):
+        parse_devices("cuda:2")
+    with pytest.raises(ModelError, match="expected 'cuda' or 'cuda:N'"):
+        parse_devices("cuda:x")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,7 +94,7 @@ def test_local_sts_missing_column_is_named(tmp_path):
 
 def test_local_classification_needs_train_split(tmp_path):
     (task,) = G.select_tasks(tasks=["Banking77Classification"])
-    folder = tmp_path / "b77"
+    folder = tmp_path / "Banking77Classification"
     folder.mkdir()
     write_jsonl(folder / "test.jsonl", [{"text": "card?", "label": "card_arrival"}])
     G.use_local_data(task, folder)
@@ -99,7 +104,7 @@ def test_local_classification_needs_train_split(tmp_path):
 
 def test_local_retrieval_from_beir_folder(beir_folder):
     (task,) = G.select_tasks(tasks=["SciFact"])
-    G.use_local_data(task, beir_folder)
+    G.use_local_data(task, beir_folder.rename(beir_folder.parent / "SciFact"))
     task.load_data()
     split = task.dataset["default"]["test"]
     assert split["corpus"]["id"] == ["d1", "d2", "d3"]
@@ -110,8 +115,10 @@ def test_local_retrieval_from_beir_folder(beir_folder):
 
 def test_local_retrieval_wrong_layout(tmp_path):
     (task,) = G.select_tasks(tasks=["SciFact"])
-    write_jsonl(tmp_path / "test.jsonl", [{"text": "x"}])
-    G.use_local_data(task, tmp_path)
+    folder = tmp_path / "SciFact"
+    folder.mkdir()
+    write_jsonl(folder / "test.jsonl", [{"text": "x"}])
+    G.use_local_data(task, folder)
     with pytest.raises(G.MtebGlueError, match="needs the BEIR layout"):
         task.load_data()
 
@@ -144,6 +151,7 @@ class _FakeResult:
 
     def __init__(self, name, scores):
         self.task_name = name
+        self.dataset_revision = "rev"
         self.scores = {split: [{"main_score": s}] for split, s in scores.items()}
 
     def get_score(self, splits, languages=None):
@@ -158,6 +166,7 @@ def _fake_task(name, task_type, splits=("test",)):
             eval_splits=list(splits),
             main_score="m",
             is_multilingual=False,
+            revision="rev",
         )
     )
 
@@ -180,6 +189,8 @@ def test_summarize_like_the_leaderboard():
     assert summary["mean_task"] == pytest.approx((0.2 + 0.4 + 0.9) / 3)
     assert summary["mean_task_type"] == pytest.approx((0.3 + 0.9) / 2)
     assert summary["missing"] == ["C1"]
+    assert summary["failed"] == [] and summary["stale"] == []
+    assert summary["reasons"] == {"C1": "no result"}
 
 
 def test_published_snapshot_matches_the_shared_reference_file():
@@ -217,22 +228,54 @@ def test_missing_data_root_is_named(tmp_path):
         G.attach_local_data(tasks, tmp_path / "nowhere")
 
 
-def test_truncated_result_is_not_finished_and_stale_tmp_is_swept(tmp_path):
+def test_truncated_result_is_not_finished(tmp_path, caplog):
     (task,) = G.select_tasks(tasks=["STSBenchmark"])
     meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
     path = G.result_path(tmp_path, meta, "STSBenchmark")
     path.parent.mkdir(parents=True)
     path.write_text('{"task_name": "STSBenchmark", "scores": {"te')  # killed mid-write
-    assert not G.is_finished(path, task)
-    stale = path.parent / ".STSBenchmark.json.abc.tmp"
-    stale.write_text("{")
+    with caplog.at_level(logging.WARNING, logger="helpers.mteb_glue"):
+        assert not G.is_finished(path, task)
+    assert "is unreadable; the task runs again" in caplog.text
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_run_tasks_removes_only_stale_temporaries(tmp_path):
+    """A killed run's temporaries go; a live writer's write in flight stays."""
+    from helpers.io import host_token, temporary_path
+
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
+    path = G.result_path(tmp_path, meta, "STSBenchmark")
+    path.parent.mkdir(parents=True)
+    live = temporary_path(path)  # this process: alive
+    dead = path.with_name(f".{path.name}.{host_token()}.{_dead_pid()}.deadbeef.tmp")
+    old = path.with_name(f".{path.name}.abc.tmp")  # old name format, 2 hours old
+    recent = path.with_name(f".{path.name}.xyz.tmp")  # old name format, just written
+    for tmp in (live, dead, old, recent):
+        tmp.write_text("{")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
     bad_root = tmp_path / "data"
     (bad_root / "STSBenchmark").mkdir(parents=True)  # no test.jsonl: the task fails fast
     G.attach_local_data([task], bad_root)
-    model = SimpleNamespace(mteb_model_meta=meta)
-    (outcome,) = G.run_tasks(model, [task], tmp_path)
+    (outcome,) = G.run_tasks(SimpleNamespace(mteb_model_meta=meta), [task], tmp_path)
     assert outcome.status == "failed" and "missing test.jsonl" in outcome.error
-    assert not stale.exists()
+    assert live.exists() and recent.exists()
+    assert not dead.exists() and not old.exists()
+
+
+def test_missing_data_folder_names_the_parameter(tmp_path):
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    with pytest.raises(G.MtebGlueError, match=r"^data_dir: data folder .*nope' for task"):
+        G.use_local_data(task, tmp_path / "nope")
+    with pytest.raises(G.MtebGlueError, match=r"^my_folder: data folder"):
+        G.use_local_data(task, tmp_path / "nope", param="my_folder")
 
 
 def test_missing_local_files_are_reported_before_anything_runs(tmp_path):
@@ -244,35 +287,6 @@ def test_missing_local_files_are_reported_before_anything_runs(tmp_path):
         "local: missing corpus.jsonl, queries.jsonl, qrels/test.tsv"
     )
     assert sources["STSBenchmark"].startswith("local: missing test.jsonl")
-
-
-def test_a_result_from_other_data_is_not_finished(tmp_path):
-    from mteb.results import TaskResult
-
-    (task,) = G.select_tasks(tasks=["STSBenchmark"])
-    G.use_local_data(task, _sts_folder(tmp_path / "data"))
-    meta = G.model_meta("sentence-transformers/all-MiniLM-L6-v2")
-    path = G.result_path(tmp_path / "out", meta, "STSBenchmark")
-    path.parent.mkdir(parents=True)
-    result = TaskResult.from_dict(
-        {
-            "dataset_revision": "x",
-            "task_name": "STSBenchmark",
-            "mteb_version": "2.26.24",
-            "evaluation_time": 1.0,
-            "scores": {
-                "test": [{"main_score": 0.5, "hf_subset": "default", "languages": ["eng-Latn"]}]
-            },
-        }
-    )
-    G.save_task_result(result, path)
-    assert G.is_finished(path, task)  # no record of its data: taken as finished
-    path.with_suffix(".source").write_text(G.data_fingerprint(task) + "\n")
-    assert G.is_finished(path, task)
-    (tmp_path / "data" / "STSBenchmark" / "test.jsonl").write_text(
-        '{"sentence1": "a", "sentence2": "b", "score": 1.0}\n'
-    )
-    assert not G.is_finished(path, task)  # the data changed: run it again
 
 
 def test_mteb_cache_key_holds_the_dtype_the_model_runs_in(tmp_path):
@@ -311,3 +325,138 @@ def test_mteb_model_runs_in_float32_on_the_cpu_whatever_the_checkpoint(fp16_chec
     for dtype in (None, "bfloat16"):
         model = G.load_mteb_model(fp16_checkpoint, device="cpu", dtype=dtype)
         assert {p.dtype for p in model.model.parameters()} == {torch.float32}
+
+
+# ---------------------------------------------------------------------------
+# Local data must be the task's own
+# ---------------------------------------------------------------------------
+
+SHIPPED = PROJECT_ROOT / "data" / "mteb"
+
+
+def test_mteb_records_the_sizes_of_the_shipped_tasks():
+    sizes = {
+        name: G.expected_sizes(G.select_tasks(tasks=[name])[0])
+        for name in ("STSBenchmark", "Banking77Classification", "SciFact", "STS12")
+    }
+    assert sizes == {
+        "STSBenchmark": {"test": {"num_samples": 1379}},
+        "Banking77Classification": {
+            "test": {"num_samples": 3080},
+            "train": {"num_samples": 10003},
+        },
+        "SciFact": {"test": {"num_samples": 5483, "num_documents": 5183, "num_queries": 300}},
+        "STS12": {"test": {"num_samples": 3108}},
+    }
+
+
+@pytest.mark.parametrize("name", ["STSBenchmark", "Banking77Classification", "SciFact"])
+def test_shipped_data_fits_its_task_under_any_folder_name(tmp_path, name):
+    import shutil
+
+    copy = shutil.copytree(SHIPPED / name, tmp_path / "my copy")
+    (task,) = G.select_tasks(tasks=[name])
+    assert G.local_data_mismatch(task, copy) == []
+    assert G.use_local_data(task, copy).local_data_folder == copy
+
+
+def test_another_tasks_folder_is_refused():
+    """papermill 02 -p task STS12 kept data_dir at data/mteb/STSBenchmark and scored
+    STS12 on STSBenchmark's data."""
+    (task,) = G.select_tasks(tasks=["STS12"])
+    with pytest.raises(G.MtebGlueError) as err:
+        G.use_local_data(task, SHIPPED / "STSBenchmark")
+    assert str(err.value).startswith(
+        "data_dir: data folder 'data/mteb/STSBenchmark' was given for task STS12: its folder "
+        "is named for another task (STSBenchmark), and test has 1,379 rows where STS12 has "
+        "3,108. Give data_dir the folder of STS12's data"
+    )
+    assert not hasattr(task, "local_data_folder")
+
+
+def test_another_retrieval_tasks_folder_is_refused():
+    (task,) = G.select_tasks(tasks=["ArguAna"])
+    with pytest.raises(G.MtebGlueError, match="task ArguAna") as err:
+        G.use_local_data(task, SHIPPED / "SciFact", param="data_root")
+    assert (
+        "test has 5,183 documents and 300 judged queries where ArguAna has 8,674 and 1,406"
+        in str(err.value)
+    )
+
+
+def test_a_folder_of_another_name_must_match_columns_and_sizes(tmp_path):
+    folder = tmp_path / "sts"
+    folder.mkdir()
+    write_jsonl(folder / "test.jsonl", [{"sentence1": "a", "text": "b"}] * 10)
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    assert G.local_data_mismatch(task, folder) == [
+        "test.jsonl has no column(s) ['sentence2', 'score']",
+        "test has 10 rows where STSBenchmark has 1,379",
+    ]
+    with pytest.raises(G.MtebGlueError, match=r"its folder is named 'sts', not 'STSBenchmark'"):
+        G.use_local_data(task, folder)
+    (classification,) = G.select_tasks(tasks=["Banking77Classification"])
+    assert G.local_data_mismatch(classification, folder) == [
+        "test.jsonl has no column(s) ['label']",
+        "test has 10 rows where Banking77Classification has 3,080",
+        "train.jsonl is missing",
+    ]
+
+
+def test_a_folder_named_for_the_task_is_taken_as_its_data(tmp_path):
+    """A folder named for its task may hold a sample (the tests' small data does)."""
+    (task,) = G.select_tasks(tasks=["STSBenchmark"])
+    folder = _sts_folder(tmp_path)  # 2 rows, named STSBenchmark
+    assert G.local_data_mismatch(task, folder) == ["test has 2 rows where STSBenchmark has 1,379"]
+    assert G.use_local_data(task, folder).local_data_folder == folder
+
+
+# ---------------------------------------------------------------------------
+# Names: benchmarks, parameters
+# ---------------------------------------------------------------------------
+
+
+def test_mteb_main_en_is_mteb_eng_v1_with_a_note(caplog):
+    with caplog.at_level(logging.WARNING, logger="helpers.mteb_glue"):
+        tasks = G.select_tasks(benchmark="MTEB_MAIN_EN")
+    assert [t.metadata.name for t in tasks] == [
+        t.metadata.name for t in G.select_tasks("MTEB(eng, v1)")
+    ]
+    assert len(tasks) == 56
+    assert "benchmark: 'MTEB_MAIN_EN' is mteb 1.x's name; mteb 2.x calls it 'MTEB(eng, v1)'" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("MTEB(eng,v1)", "'MTEB(eng, v1)'"),
+        ("mteb(eng, v1)", "'MTEB(eng, v1)'"),
+        ("mteb eng", "'MTEB(eng, v"),
+        ("MTEB_MAIN_ENG", "'MTEB_MAIN_EN'"),
+    ],
+)
+def test_unknown_benchmarks_suggest_close_names_case_insensitively(name, suggested):
+    with pytest.raises(G.MtebGlueError) as err:
+        G.select_tasks(benchmark=name)
+    message = str(err.value)
+    assert message.startswith(f"benchmark: unknown benchmark {name!r}; did you mean ")
+    assert suggested in message
+
+
+def test_task_names_are_suggested_case_insensitively():
+    with pytest.raises(G.MtebGlueError, match=r"did you mean 'SciFact'"):
+        G.select_tasks(tasks=["scifact"])
+
+
+def test_error_messages_use_the_callers_parameter_names(tmp_path):
+    with pytest.raises(G.MtebGlueError, match=r"^task: unknown task 'SciFakt'"):
+        G.select_tasks(tasks=["SciFakt"], task_param="task")
+    with pytest.raises(G.MtebGlueError, match=r"^bench: unknown benchmark"):
+        G.select_tasks(benchmark="nope", benchmark_param="bench")
+    with pytest.raises(G.MtebGlueError, match=r"^types: unknown \['Clustring'\]"):
+        G.select_tasks(types=["Clustring"], types_param="types")
+    tasks = G.select_tasks(tasks=["STSBenchmark"])
+    with pytest.raises(G.MtebGlueError, match=r"^root: .* is not a folder"):
+        G.attach_local_data(tasks, tmp_path / "nowhere", param="root")

@@ -95,11 +95,23 @@ def _small_data_root(root: Path) -> Path:
     return root
 
 
+def _foreign_result(sts_result: Path, task: str, revision: str, score: float) -> Path:
+    """A result file for ``task`` that this run did not compute (an old or copied one)."""
+    raw = json.loads(sts_result.read_text())
+    raw["task_name"] = task
+    raw["dataset_revision"] = revision
+    raw["scores"] = {"test": [{**raw["scores"]["test"][0], "main_score": score}]}
+    path = sts_result.with_name(f"{task}.json")
+    path.write_text(json.dumps(raw))
+    return path
+
+
 def test_notebook_03_resumes_and_isolates_failures(tmp_path):
     root = _small_data_root(tmp_path / "data")
     out = tmp_path / "mteb"
     params = dict(
-        tasks=["STSBenchmark", "Banking77Classification"],
+        # as papermill's -p passes it: a string
+        tasks='["STSBenchmark", "Banking77Classification"]',
         data_root=str(root),
         output_dir=str(out),
         cache_dir=str(tmp_path / "cache"),
@@ -108,6 +120,10 @@ def test_notebook_03_resumes_and_isolates_failures(tmp_path):
     text = _outputs_text(first)
     assert "1 done" in text and "1 failed" in text
     assert "Banking77Classification" in text and "needs column(s) ['text']" in text
+    assert "missing: ['Banking77Classification']" in text
+    # a result from local files says so: never taken for the official dataset
+    sts_raw = json.loads((out / MODEL_DIR / "STSBenchmark.json").read_text())
+    assert sts_raw["dataset_revision"].startswith("local:sha256:")
     sts = out / MODEL_DIR / "STSBenchmark.json"
     assert sts.is_file() and not (out / MODEL_DIR / "Banking77Classification.json").exists()
     before = (sts.stat().st_mtime_ns, sts.read_bytes())
@@ -116,10 +132,63 @@ def test_notebook_03_resumes_and_isolates_failures(tmp_path):
     text = _outputs_text(second)
     assert "1 skipped" in text and "1 failed" in text and "1 done" not in text
     assert (sts.stat().st_mtime_ns, sts.read_bytes()) == before
-    # the model card holds the finished task's score
+    # the model card holds the finished task's scores, every metric, in percent
     card = (out / "model_card.md").read_text()
-    assert "STSBenchmark" in card
+    spearman = sts_raw["scores"]["test"][0]["cosine_spearman"]
+    assert "name: MTEB STSBenchmark" in card and f"value: {round(spearman * 100, 4)}" in card
+    assert "cosine_pearson" in card and "Banking77Classification" not in card
     assert not list(out.rglob("*.tmp"))
+
+    # an old result of the failing task (another data version) in output_dir: the task
+    # still fails now, and nothing says it is done or reproduced
+    _foreign_result(sts, "Banking77Classification", "0fd18e25b25c072e09e0d92ab615fda904d66300", 0.8)
+    third = _execute("03_mteb_leaderboard.ipynb", tmp_path, "third", **params)
+    text = _outputs_text(third)
+    assert "1 skipped" in text and "1 failed" in text
+    assert "1 of 2 tasks have results; missing: ['Banking77Classification']" in text
+    assert "Every task with a published score reproduces it" not in text
+    assert "failed in this run: Banking77Classification" in text
+
+
+def test_notebook_03_finishes_when_every_task_fails(tmp_path):
+    """Offline, MTEB(eng, v1)'s Clustering tasks all need the hub: the run still ends,
+    with each failure and what can run from data_root."""
+    nb = _execute(
+        "03_mteb_leaderboard.ipynb",
+        tmp_path,
+        "all-fail",
+        tasks="[]",
+        task_types="Clustering",
+        output_dir=str(tmp_path / "mteb"),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    text = _outputs_text(nb)
+    assert "11 failed" in text and "0 of 11 tasks have results" in text
+    assert "Nothing to plot: no task has a score." in text
+    assert "11 of 11 task(s) failed:" in text
+    assert " - TwentyNewsgroupsClustering: MtebGlueError: no local data" in text
+    assert "The Hugging Face hub is not reachable" in text
+    assert "data_root has data for: Banking77Classification, STSBenchmark, SciFact" in text
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        # the folder of another task, given for STS12: refused, not scored
+        ({"task": "STS12", "data_dir": "data/mteb/STSBenchmark"},
+         "data_dir: data folder 'data/mteb/STSBenchmark' was given for task STS12"),
+        # the default data_dir is data/mteb/{task}: no such folder for STS12
+        ({"task": "STS12"}, "STS12"),
+        ({"task": "STS-12"}, "task: unknown task 'STS-12'; did you mean"),
+    ],
+    ids=["another-tasks-folder", "no-folder", "unknown-task"],
+)
+def test_notebook_02_refuses_data_of_another_task(tmp_path, params, expected):
+    with pytest.raises(papermill.PapermillExecutionError) as caught:
+        _execute("02_mteb_single_task.ipynb", tmp_path, "bad", output_dir=str(tmp_path / "mteb"),
+                 cache_dir=str(tmp_path / "cache"), **params)
+    assert expected in caught.value.evalue
+    assert not list((tmp_path / "mteb").rglob("STS12.json"))
 
 
 @pytest.mark.slow

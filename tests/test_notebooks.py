@@ -158,3 +158,64 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
     assert test["mean_difference"] == pytest.approx(sum(b) / 4 - sum(a) / 4, abs=1e-9)
     if a != b:
         assert test["t_test_p"] == pytest.approx(ttest_rel(b, a).pvalue, abs=1e-9)
+
+
+def _fails(tmp_path: Path, **params) -> str:
+    """Run notebook 1 expecting an error; return the error's text."""
+    with pytest.raises(papermill.PapermillExecutionError) as caught:
+        papermill.execute_notebook(
+            str(NOTEBOOK),
+            str(tmp_path / "failed.ipynb"),
+            parameters={"cache_dir": str(tmp_path / "cache"), **params},
+            kernel_name="python3",
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+    return f"{caught.value.ename}: {caught.value.evalue}"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_notebook_01_failed_run_keeps_the_previous_results(tmp_path):
+    """A run that fails (here: an empty corpus) leaves the last good outputs untouched."""
+    out = tmp_path / "out"
+    (out / "index").mkdir(parents=True)
+    (out / "metrics.json").write_text('{"metrics": {"ndcg_at_10": 0.5}}\n')
+    (out / "index" / "index.faiss").write_bytes(b"previous index")
+    before = _tree(out)
+    data = tmp_path / "empty"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("")
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "a question"}\n')
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    error = _fails(tmp_path, dataset=str(data), output_dir=str(out))
+    assert "corpus" in error and "no documents" in error
+    assert _tree(out) == before
+    # beside it at most the dead run's staging folder, which the next run removes
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert all(name.startswith(".out.staging-") for name in leftovers), leftovers
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"output_dir": "FILE"}, "output_dir: "),
+        ({"device": "cuda:7"}, "device: 'cuda:7' asked, but torch sees no such GPU"),
+        ({"cutoffs": "1,ten"}, "cutoffs: expected whole numbers"),
+        ({"index_factory": "IVF4096,Flat", "num_queries": 2, "max_corpus": 300},
+         "IVF4096"),
+        ({"split": "nonsense", "dataset": "data/msmarco-dl19"}, "split: 'nonsense'"),
+    ],
+    ids=["output-dir-is-a-file", "no-such-gpu", "cutoffs", "ivf-lists", "hub-split"],
+)
+def test_notebook_01_bad_settings_fail_early_and_name_the_parameter(tmp_path, params, expected):
+    """Each of these is known before any passage is encoded; the error names the parameter."""
+    if params.get("output_dir") == "FILE":
+        (tmp_path / "a-file").write_text("not a folder")
+        params = {**params, "output_dir": str(tmp_path / "a-file")}
+    params.setdefault("output_dir", str(tmp_path / "out"))
+    error = _fails(tmp_path, **params)
+    assert expected in error, error
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
