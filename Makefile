@@ -7,10 +7,11 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # nbval compares stderr: the reference runs and the tests run without progress bars
 QUIET  := EMBEVAL_PROGRESS=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONWARNINGS=ignore
 
-.PHONY: help install run test test-slow lint regen bench clean
+.PHONY: help install run test test-unit test-slow lint regen bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@echo "tiers (tests/conftest.py): unit, model, notebook; slow only with make test-slow"
 
 install: $(STAMP) ## create .venv with the pinned requirements and the helpers package
 
@@ -34,9 +35,12 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check helpers tests benchmarks conftest.py
 	$(BIN)/mypy
 
-test: lint ## the whole suite: lint, unit tests, papermill smoke runs, nbval on the committed notebooks
+test: lint ## the whole suite: lint, unit and model tests, papermill runs, nbval on the notebooks
 	$(QUIET) $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  tests $(NOTEBOOKS)
+
+test-unit: install ## logic-only tests (pytest -m unit: no model, no notebook), under a minute; lint: make lint
+	$(QUIET) $(BIN)/pytest -m unit tests
 
 test-slow: install ## the slow reproduction runs only
 	$(QUIET) $(BIN)/pytest -m slow tests

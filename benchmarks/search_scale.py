@@ -88,7 +88,7 @@ def main() -> None:
             index = build_index(docs, ids, factory=factory.split("@")[0])
             if "@" in factory:
                 index.to_device(factory.split("@")[1])
-                factory = f"Flat ({index.engine}, {args.device})"
+                factory = f"Flat ({index.searcher}, {args.device})"
             build_s = time.perf_counter() - start
             if "IVF" in factory:
                 faiss.extract_index_ivf(index.index).nprobe = 32

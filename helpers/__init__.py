@@ -1,8 +1,8 @@
 """Helpers behind the embedding-evaluation notebooks.
 
-Modules: ``data`` (loading collections), ``models`` (encoders), ``index`` (FAISS),
-``metrics`` (IR metrics with trec_eval's definitions), ``reports`` (tables, files,
-plots), ``io`` (atomic writes), ``notebook`` (set-up, paths), ``hub`` (reachability).
+Layers, lowest first (a module imports only from its layer or below; README "Layout"):
+``io``, ``outputs``, ``hub``, ``notebook``; ``metrics``, ``stats``; ``data``; ``cache``;
+``models``, ``encoding``; ``index``; ``mteb_glue``; ``evaluation``, ``reports``.
 Nothing heavy is imported here and nothing is seeded at import.
 """
 

@@ -1,6 +1,6 @@
 """The helpers' encoding pipeline: tokenisation overlapped with the forward pass.
 
-Where the time goes (issue 5): on a GPU the forward pass of a small model such as
+Where the time goes: on a GPU the forward pass of a small model such as
 all-MiniLM-L6-v2 in fp16 runs at tens of thousands of passages per second, while
 tokenising with the transformers tokenizer runs at a few thousand per second per core,
 and ``SentenceTransformer.encode`` tokenises in the same thread as the forward pass, so

@@ -22,8 +22,49 @@ def progress_enabled() -> bool:
     return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
+LIBRARY_LOGGERS: tuple[str, ...] = (
+    "sentence_transformers",
+    "transformers",
+    "FlagEmbedding",
+    "faiss",
+    "mteb",
+    "datasets",
+    "huggingface_hub",
+    "httpx",
+    "urllib3",
+)
+"""The libraries' loggers :func:`setup` sets to WARNING: their INFO chatter is hidden, every
+warning and error they log is shown (except :data:`QUIETER_LOGGERS`)."""
+
+QUIETER_LOGGERS: dict[str, int] = {"mteb.abstasks.abstask": logging.ERROR}
+"""Loggers of one library module set above WARNING, each for a stated reason.
+
+``mteb.abstasks.abstask`` logs, at every run of a task, that the task is superseded or in
+beta: every task of ``MTEB(eng, v1)`` (notebook 3's benchmark, the leaderboard's original
+English one) is superseded by a ``.v2``, by design, and the versions run are the ones the
+published scores were computed on. Its only other warnings: a task type without a
+default prompt (logged once) and unloading a dataset that is not loaded."""
+
+IGNORED_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (FutureWarning, ""),
+    (DeprecationWarning, ""),
+    (UserWarning, r"mteb(\.|$)"),
+)
+"""Python warnings :func:`setup` hides, as ``(category, module)``: the module is a regular
+expression for the module a warning is attributed to (``""``: any). Filtered by category
+and module, never by message:
+
+- ``FutureWarning``, ``DeprecationWarning``, from any library: the libraries' notices of
+  their own coming changes, which a notebook's user cannot act on (``requirements.txt``
+  pins the versions);
+- ``UserWarning`` from mteb: mteb logs each warning it raises, then raises it with the same
+  text (``logger.warning(msg); warnings.warn(msg)``); the log record is shown, its repeat
+  is not."""
+
+
 def setup(seed: int = 0, progress: bool | None = None) -> bool:
-    """Quiet logging and warnings, seed every generator, and decide on progress bars.
+    """Set library logging to WARNING, hide the warnings of :data:`IGNORED_WARNINGS`, seed
+    every generator, and decide on progress bars.
 
     Call it first in a notebook, before the heavy libraries are imported: tqdm reads
     ``TQDM_DISABLE`` when it is imported.
@@ -41,29 +82,16 @@ def setup(seed: int = 0, progress: bool | None = None) -> bool:
         os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*TRANSFORMERS_CACHE.*")
-    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
-    # mteb: the original MTEB(eng, v1) tasks are "superseded" by newer versions, by design
-    warnings.filterwarnings("ignore", message=".*is superseded by.*")
-    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
-    for name in (
-        "sentence_transformers",
-        "transformers",
-        "FlagEmbedding",
-        "faiss",
-        "mteb",
-        "datasets",
-        "huggingface_hub",
-        "httpx",
-        "urllib3",
-    ):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for category, module in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", category=category, module=module)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in QUIETER_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     try:
         import transformers
 
-        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_warning()
         if not show:
             transformers.utils.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a requirement

@@ -1,7 +1,9 @@
-"""Results on disk and on screen: metrics tables, JSON, TREC run files, plots.
+"""Results on disk and on screen: tables, TREC run files, per-query CSV, plots.
 
-Every table shown in a notebook goes through :func:`metrics_table`, so the key order
-and the rounding (4 decimals) are the same everywhere and nbval sees stable output.
+Every table a notebook shows goes through :func:`format_table`, so the rounding (4
+decimals, no ``-0.0``) is the same everywhere and nbval sees stable output;
+:func:`metrics_table` and :func:`comparison_table` build their tables and format them
+with it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,78 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from helpers.io import write_text
-from helpers.metrics import METRIC_DEFINITIONS, SHORT_DEFINITIONS, Run, rank_documents
+from helpers.metrics import SHORT_DEFINITIONS, Run, rank_documents
 
 DECIMALS = 4
+
+COMPARISON_COLUMNS = (
+    "num_queries",
+    "mean_a",
+    "mean_b",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "t_test_p",
+    "randomization_p",
+    "wins",
+    "losses",
+    "ties",
+)
+"""The columns of :func:`comparison_table`, in order."""
+
+
+def format_table(
+    table: pd.DataFrame | pd.Series | Mapping[str, Any],
+    decimals: int = DECIMALS,
+    name: str = "value",
+) -> pd.DataFrame:
+    """A table as every notebook shows it: floats rounded, no ``-0.0``.
+
+    Float columns are rounded to ``decimals`` (pandas' rounding); in columns of mixed
+    values (``object``), each float is rounded the same way; ``-0.0`` becomes ``0.0``.
+    Text, integers, booleans, missing values and the index are left as they are. The
+    input is not modified.
+
+    Args:
+        table: a DataFrame; a Series (shown as one column, its name); or a mapping of
+            row label -> value (one column called ``name``).
+        decimals: digits after the decimal point.
+        name: the column's name when ``table`` is a mapping.
+
+    Returns:
+        A new DataFrame, ready to be the last expression of a cell or ``display``-ed.
+
+    Raises:
+        TypeError: when ``table`` is none of the above.
+    """
+    if isinstance(table, pd.DataFrame):
+        frame = table.copy()
+    elif isinstance(table, pd.Series):
+        frame = table.to_frame()
+    elif isinstance(table, Mapping):
+        frame = pd.Series(dict(table), name=name, dtype=object if not table else None).to_frame()
+    else:
+        raise TypeError(
+            f"table: expected a DataFrame, a Series or a mapping, got {type(table).__name__}"
+        )
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values.dtype):
+            frame[column] = values.round(decimals) + 0.0
+        elif values.dtype == object:
+            frame[column] = values.map(lambda v: _round_float(v, decimals)).astype(object)
+    return frame
+
+
+def _round_float(value: Any, decimals: int) -> Any:
+    """``value`` rounded as pandas rounds (no ``-0.0``) when it is a float, else as it is."""
+    if isinstance(value, float):
+        return float(np.round(value, decimals)) + 0.0
+    return value
 
 
 def metrics_table(
@@ -33,28 +101,32 @@ def metrics_table(
         mean: metric key (``"ndcg_at_10"``) -> value.
         metrics: row order (names from :data:`helpers.metrics.METRICS`).
         cutoffs: column order.
-        decimals: rounding.
+        decimals: rounding (see :func:`format_table`).
         definitions: add a column with each metric's one-line definition.
+
+    Raises:
+        KeyError: naming the metric key missing from ``mean``.
     """
-    rows = {m: [round(mean[f"{m}_at_{k}"], decimals) for k in cutoffs] for m in metrics}
+    rows = {m: [float(mean[f"{m}_at_{k}"]) for k in cutoffs] for m in metrics}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[f"@{k}" for k in cutoffs])
     table.index.name = "metric"
     if definitions:
         table["definition"] = [SHORT_DEFINITIONS[m] for m in metrics]
-    return table
+    return format_table(table, decimals)
 
 
-def definitions_table(metrics: Sequence[str]) -> pd.DataFrame:
-    """The definition of each metric, for display next to its numbers."""
-    return pd.DataFrame(
-        {"definition": [METRIC_DEFINITIONS[m] for m in metrics]},
-        index=pd.Index(list(metrics), name="metric"),
-    )
+def comparison_table(rows: Sequence[Mapping[str, Any]], decimals: int = DECIMALS) -> pd.DataFrame:
+    """Paired comparisons (``PairedComparison.as_dict()``) as a table by metric.
 
-
-def rounded(values: Mapping[str, float], decimals: int = DECIMALS) -> dict[str, float]:
-    """A copy with every value rounded (for JSON files and display)."""
-    return {key: round(float(value), decimals) for key, value in values.items()}
+    Args:
+        rows: one comparison per metric, each with ``"metric"`` and every column of
+            :data:`COMPARISON_COLUMNS`.
+        decimals: rounding (see :func:`format_table`).
+    """
+    table = pd.DataFrame(list(rows)).set_index("metric")
+    numeric = [c for c in COMPARISON_COLUMNS if c not in ("num_queries", "wins", "losses", "ties")]
+    table[numeric] = table[numeric].astype(float)
+    return format_table(table[list(COMPARISON_COLUMNS)], decimals)
 
 
 def trec_run_lines(run: Run, tag: str) -> list[str]:
@@ -133,34 +205,3 @@ def plot_metrics_by_cutoff(
     if title:
         ax.set_title(title)
     return ax
-
-
-def comparison_table(rows: Sequence[Mapping[str, Any]], decimals: int = DECIMALS) -> pd.DataFrame:
-    """Paired comparisons (``PairedComparison.as_dict()``) as a rounded table by metric."""
-    table = pd.DataFrame(list(rows)).set_index("metric")
-    numeric = [
-        "mean_a",
-        "mean_b",
-        "mean_difference",
-        "ci_low",
-        "ci_high",
-        "t_statistic",
-        "t_test_p",
-        "randomization_p",
-    ]
-    table[numeric] = table[numeric].astype(float).round(decimals) + 0.0
-    return table[
-        [
-            "num_queries",
-            "mean_a",
-            "mean_b",
-            "mean_difference",
-            "ci_low",
-            "ci_high",
-            "t_test_p",
-            "randomization_p",
-            "wins",
-            "losses",
-            "ties",
-        ]
-    ]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import CountingEncoder
-from helpers.cache import EmbeddingCache, cache_key, texts_fingerprint, weights_fingerprint
+from helpers.cache import EmbeddingCache, cache_key, texts_fingerprint
+from helpers.models import EncoderBase, cached
 
 TEXTS = [f"passage number {i}" for i in range(25)]
 SETTINGS = {
@@ -99,18 +100,6 @@ def test_chunks_are_memory_mapped_when_read(tmp_path):
     assert all(isinstance(c, np.memmap) for c in chunks)
     meta = json.loads((cache.folder(cache_key(SETTINGS, TEXTS)) / "meta.json").read_text())
     assert meta["rows"] == 25 and meta["settings"]["revision"] == "r1"
-
-
-def test_weights_fingerprint_changes_with_the_weights(tmp_path):
-    (tmp_path / "model.safetensors").write_bytes(b"weights-1")
-    (tmp_path / "config.json").write_text("{}")
-    first = weights_fingerprint(tmp_path)
-    assert weights_fingerprint(tmp_path) == first
-    import os
-
-    (tmp_path / "model.safetensors").write_bytes(b"weights-2")
-    os.utime(tmp_path / "model.safetensors", (1e9, 2e9))
-    assert weights_fingerprint(tmp_path) != first
 
 
 class CountingStream:
@@ -217,7 +206,7 @@ def test_the_vectors_served_are_the_bytes_verified(tmp_path, monkeypatch):
             swapped.append(True)
         return digest
 
-    monkeypatch.setattr("helpers.cache.hashlib", types.SimpleNamespace(sha256=sha256))
+    monkeypatch.setattr("helpers.cache.chunks.hashlib", types.SimpleNamespace(sha256=sha256))
     served = np.array(next(iter(cache.iter_chunks(TEXTS, SETTINGS, CountingEncoder()))))
     assert swapped
     np.testing.assert_array_equal(served, good[:10])
@@ -230,3 +219,51 @@ def test_no_lock_or_temporary_is_left_after_encoding(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["meta.json"] + [f"chunk_0000{i}.{ext}" for i in range(3) for ext in ("npy", "json")]
     )
+
+
+class MockModel(EncoderBase):
+    """An encoder of the project's kind without a model: :class:`CountingEncoder` vectors."""
+
+    def __init__(self, **kwargs):
+        settings = dict(
+            name="mock", revision="r1", backend="mock", device="cpu", use_fp16=False,
+            query_instruction="q: ", batch_size=8, show_progress=False, model=None, dim=8,
+        )  # fmt: skip
+        super().__init__(**{**settings, **kwargs})
+        self.counter = CountingEncoder()
+
+    def encode_queries(self, texts):
+        return self.counter([self.query_instruction + t for t in texts])
+
+    def encode_corpus(self, texts):
+        return self.counter(texts)
+
+
+def test_any_encoder_can_be_cached_and_stays_itself(tmp_path):
+    model = MockModel()
+    encoder = cached(model, tmp_path)
+    assert encoder.cache.chunk_size == 1024 and encoder.encoder is model
+    first = encoder.encode_corpus(TEXTS)
+    np.testing.assert_array_equal(first, CountingEncoder()(TEXTS))
+    np.testing.assert_array_equal(encoder.encode_corpus(TEXTS), first)
+    assert model.counter.encoded == 25 and encoder.cache.hits == 1
+    queries = encoder.encode_queries(TEXTS[:3])  # another kind: another key
+    np.testing.assert_array_equal(queries, CountingEncoder()(["q: " + t for t in TEXTS[:3]]))
+    assert model.counter.encoded == 28
+    identity = (encoder.name, encoder.dim, encoder.device, encoder.dtype)
+    assert identity == ("mock", 8, "cpu", "float32")
+    assert encoder.settings() == model.settings()
+    assert encoder.model_fingerprint() == model.model_fingerprint()
+    assert encoder.fingerprint("query") == model.fingerprint("query")
+    keys = {p.parent.name for p in tmp_path.glob("*/meta.json")}
+    assert keys == {
+        cache_key(model.fingerprint("document"), TEXTS),
+        cache_key(model.fingerprint("query"), TEXTS[:3]),
+    }
+    given = cached(MockModel(), EmbeddingCache(tmp_path / "given", chunk_size=4))
+    assert given.cache.chunk_size == 4 and len(given.encode_corpus(TEXTS)) == 25
+
+
+def test_fingerprint_kind_is_checked():
+    with pytest.raises(ValueError, match=r"kind: expected one of \['query', 'document', 'mteb'\]"):
+        MockModel().fingerprint("passage")

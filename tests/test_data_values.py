@@ -470,7 +470,7 @@ def test_positives_corpus_with_max_corpus_is_refused(beir_folder):
 
 
 def test_positives_corpus_hub_id_never_asks_for_the_big_corpus(monkeypatch):
-    import helpers.data as D
+    import helpers.data.loader as D  # where load_retrieval_data looks the hub up
 
     records = _jsonl(DL19 / "queries.jsonl.gz")
     asked = []
@@ -482,8 +482,8 @@ def test_positives_corpus_hub_id_never_asks_for_the_big_corpus(monkeypatch):
         return iter(records)
 
     monkeypatch.setattr(D, "require_hub", lambda *args: None)
-    monkeypatch.setattr(D, "_hub_records", hub_records)
-    monkeypatch.setattr(D, "_hub_snapshot", lambda name: pytest.fail("snapshot downloaded"))
+    monkeypatch.setattr(D, "hub_records", hub_records)
+    monkeypatch.setattr(D, "hub_snapshot", lambda name: pytest.fail("snapshot downloaded"))
     data = load_retrieval_data("namespace-Pt/msmarco", num_queries=3, positives_corpus=5)
     assert asked == [("namespace-Pt/msmarco", "dev")]
     assert (data.layout, data.split) == ("hub", "dev")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
+import faiss
 import numpy as np
 import pytest
 
@@ -117,7 +121,7 @@ def test_top_k_overlap_of_approximate_index():
     qids = [f"q{i}" for i in range(len(QUERIES))]
     exact = build_index(DOCS, DOC_IDS).search_run(qids, QUERIES, k=10)
     assert top_k_overlap(exact, exact, 10) == 1.0
-    coarse = build_index(DOCS, DOC_IDS, factory="IVF16,PQ4").search_run(qids, QUERIES, k=10)
+    coarse = build_index(DOCS, DOC_IDS, factory="IVF16,PQ4np").search_run(qids, QUERIES, k=10)
     overlap = top_k_overlap(coarse, exact, 10)
     assert 0.0 < overlap < 1.0
     # by hand: one of two exact documents kept
@@ -133,8 +137,6 @@ def test_index_from_chunks_equals_index_from_all_vectors(factory):
     whole = build_index(DOCS, DOC_IDS, factory=factory)
     assert streamed.size == whole.size == len(DOCS)
     if factory.startswith("IVF"):  # probe every list: search is then exact
-        import faiss
-
         for idx in (streamed, whole):
             faiss.extract_index_ivf(idx.index).nprobe = 8
     s_pos = streamed.search(QUERIES, k=10)[1]
@@ -166,8 +168,8 @@ def test_torch_exact_search_equals_faiss_flat(metric):
     queries = rng.standard_normal((50, 32)).astype(np.float32)
     ids = [f"d{i}" for i in range(len(docs))]
     faiss_scores, faiss_pos = build_index(docs, ids, metric=metric).search(queries, 10)
-    index = build_index(docs, ids, metric=metric).to_device("cpu", engine="torch")
-    assert index.engine == "torch"
+    index = build_index(docs, ids, metric=metric).to_device("cpu", searcher="torch")
+    assert index.searcher == "torch"
     index.torch_block = 700  # several document blocks, merged
     scores, pos = index.search(queries, 10, batch_size=16)
     np.testing.assert_array_equal(pos, faiss_pos)
@@ -178,15 +180,51 @@ def test_device_choices_are_checked():
     docs = np.eye(8, dtype=np.float32)
     ids = [str(i) for i in range(8)]
     with pytest.raises(SearchIndexError, match="needs a Flat index"):
-        build_index(docs, ids, factory="HNSW8").to_device("cpu", engine="torch")
-    with pytest.raises(SearchIndexError, match="engine: expected"):
-        build_index(docs, ids).to_device("cpu", engine="gpu")
+        build_index(docs, ids, factory="HNSW8").to_device("cpu", searcher="torch")
+    with pytest.raises(SearchIndexError, match="searcher: expected"):
+        build_index(docs, ids).to_device("cpu", searcher="gpu")
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(SearchIndexError, match="no GPU is visible"):
             build_index(docs, ids).to_device("cuda")
-    assert build_index(docs, ids).to_device("auto").engine in {"faiss", "torch", "faiss-gpu"}
+
+
+def test_auto_device_picks_the_searcher_this_machine_has():
+    """``to_device("auto")`` on what torch and FAISS report here: FAISS's GPU index when
+    FAISS sees a GPU, torch on a GPU without GPU FAISS (Flat), FAISS on the CPU without a
+    GPU (this project's default machine)."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    gpu_faiss = gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    expected = "faiss-gpu" if gpu_faiss else "torch" if gpu else "faiss"
+    index = build_index(DOCS, DOC_IDS).to_device("auto")
+    assert index.searcher == expected
+    if not gpu:
+        assert (index.searcher, index._vectors, index._cpu_index) == ("faiss", None, None)
+
+
+@pytest.mark.parametrize(
+    ("gpus_faiss_sees", "factory", "expected"),
+    [(1, "Flat", "faiss-gpu"), (0, "Flat", "torch"), (0, "HNSW8", "faiss")],
+)
+def test_auto_device_on_a_gpu_machine(monkeypatch, gpus_faiss_sees, factory, expected):
+    """A GPU visible to torch (patched): GPU FAISS when it sees a GPU, else exact torch
+    search for Flat, else FAISS on the CPU; the hits are those of the CPU index."""
+    import torch
+
+    index = build_index(DOCS, DOC_IDS, factory=factory)
+    before = index.search(QUERIES, 10)
+    fake = _fake_gpu_faiss() if gpus_faiss_sees else types.SimpleNamespace(get_num_gpus=lambda: 0)
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # no CUDA in this torch build: tensors "moved" to the GPU stay where they are
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: self)
+    assert index.to_device("auto").searcher == expected
+    after = index.search(QUERIES, 10)
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-5, atol=1e-5)
 
 
 class _GpuCopy:
@@ -202,12 +240,7 @@ class _GpuCopy:
 
 def test_gpu_faiss_moves_never_stack_and_save_writes_the_cpu_index(tmp_path, monkeypatch):
     """The plumbing around FAISS's GPU calls, with the GPU calls replaced."""
-    import types
-
-    import faiss
     import torch
-
-    import helpers.index as I
 
     fake = types.SimpleNamespace(
         get_num_gpus=lambda: 2,
@@ -220,10 +253,10 @@ def test_gpu_faiss_moves_never_stack_and_save_writes_the_cpu_index(tmp_path, mon
     index = build_index(DOCS, DOC_IDS, factory="HNSW8")  # approximate: GPU FAISS, not torch
     cpu_index = index.index
     expected = index.search(QUERIES, 5)
-    monkeypatch.setattr(I, "_faiss", lambda: fake)
+    monkeypatch.setitem(sys.modules, "faiss", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     index.to_device("cuda:1")
-    assert (index.engine, index.index.where, index.index.cpu) == ("faiss-gpu", "gpu 1", cpu_index)
+    assert (index.searcher, index.index.where, index.index.cpu) == ("faiss-gpu", "gpu 1", cpu_index)
     index.to_device("cuda")
     assert index.index.where == "all gpus" and index.index.cpu is cpu_index  # not a copy of a copy
     for a, b in zip(index.search(QUERIES, 5), expected, strict=True):
@@ -231,7 +264,7 @@ def test_gpu_faiss_moves_never_stack_and_save_writes_the_cpu_index(tmp_path, mon
     index.save(tmp_path / "idx")  # writes the CPU index
     assert DocIndex.load(tmp_path / "idx").size == len(DOCS)
     index.to_device("cpu")
-    assert index.engine == "faiss" and index.index is cpu_index
+    assert index.searcher == "faiss" and index.index is cpu_index
 
 
 # --- search parameters -------------------------------------------------------------------
@@ -240,14 +273,10 @@ EXACT_TOP10 = np.argsort(-(QUERIES @ DOCS.T), axis=1)[:, :10]
 
 
 def faiss_ivf(index):
-    import faiss
-
     return faiss.extract_index_ivf(index)
 
 
 def faiss_hnsw(index):
-    import faiss
-
     return faiss.downcast_index(index).hnsw
 
 
@@ -287,7 +316,6 @@ def test_set_search_params_applies_merges_and_keeps_unnamed_ones():
     nested = build_index(DOCS, DOC_IDS, factory="IVF8_HNSW4,Flat")
     nested.set_search_params("nprobe=4").set_search_params(" quantizer_efSearch=64 ,")
     assert nested.search_params == "nprobe=4,quantizer_efSearch=64"
-    import faiss
 
     ivf = faiss_ivf(nested.index)
     assert ivf.nprobe == 4 and faiss.downcast_index(ivf.quantizer).hnsw.efSearch == 64
@@ -459,12 +487,16 @@ def test_load_refuses_an_index_that_records_no_model_when_one_is_expected(tmp_pa
 
 @pytest.mark.parametrize(
     ("factory", "needed"),
-    [("IVF16,Flat", 16), ("IVF8_HNSW4,Flat", 8), ("PQ4", 256), ("PQ4x4", 16), ("IVF4,PQ4", 256)],
+    [
+        ("IVF16,Flat", 16),
+        ("IVF8_HNSW4,Flat", 8),
+        ("PQ4np", 256),
+        ("PQ4x4", 16),
+        ("IVF4,PQ4np", 256),
+    ],
 )
 def test_check_factory_minimum_vectors_is_faiss_own(factory, needed):
     """The boundary check_factory draws is where FAISS itself fails to train."""
-    import faiss
-
     from helpers.index import check_factory
 
     def faiss_trains(n: int) -> bool:
@@ -550,8 +582,6 @@ class _Ranges:
         return len(self.names)
 
     def at(self, i):
-        import types
-
         return types.SimpleNamespace(name=self.names[i])
 
 
@@ -570,10 +600,6 @@ class _FakeGpuParameterSpace:
 
 
 def _fake_gpu_faiss(fail_move: bool = False):
-    import types
-
-    import faiss
-
     def to_gpu(res, n, index):
         if fail_move:
             raise RuntimeError("Error in clone_Index: This index type is not implemented on GPU.")
@@ -597,15 +623,13 @@ def test_gpu_copy_gets_the_search_params_through_gpu_parameter_space(monkeypatch
     leaves the index searching on the CPU with a clear error."""
     import torch
 
-    import helpers.index as I
-
     index = build_index(DOCS, DOC_IDS, factory="IVF8_HNSW4,Flat", search_params="nprobe=4")
     cpu_index = index.index
-    monkeypatch.setattr(I, "_faiss", lambda: _fake_gpu_faiss())
+    monkeypatch.setitem(sys.modules, "faiss", _fake_gpu_faiss())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     _FakeGpuParameterSpace.calls = []
     index.to_device("cuda:0")
-    assert index.engine == "faiss-gpu" and _FakeGpuParameterSpace.calls == [("gpu 0", "nprobe=4")]
+    assert index.searcher == "faiss-gpu" and _FakeGpuParameterSpace.calls == [("gpu 0", "nprobe=4")]
     index.set_search_params("nprobe=8")  # on the GPU copy and on the CPU index kept for save
     assert _FakeGpuParameterSpace.calls[-1] == ("gpu 0", "nprobe=8")
     assert faiss_ivf(cpu_index).nprobe == 8 and index.search_params == "nprobe=8"
@@ -616,18 +640,16 @@ def test_gpu_copy_gets_the_search_params_through_gpu_parameter_space(monkeypatch
     index.set_search_params("quantizer_efSearch=32")  # fine on the CPU
     with pytest.raises(SearchIndexError, match=r"GPU copy of a 'IVF8_HNSW4,Flat'"):
         index.to_device("cuda")
-    assert (index.engine, index.index, index._cpu_index) == ("faiss", cpu_index, None)
+    assert (index.searcher, index.index, index._cpu_index) == ("faiss", cpu_index, None)
 
 
 def test_index_types_gpu_faiss_lacks_fail_with_a_clear_error(monkeypatch):
     import torch
 
-    import helpers.index as I
-
     index = build_index(DOCS, DOC_IDS, factory="HNSW8")
     cpu_index = index.index
-    monkeypatch.setattr(I, "_faiss", lambda: _fake_gpu_faiss(fail_move=True))
+    monkeypatch.setitem(sys.modules, "faiss", _fake_gpu_faiss(fail_move=True))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(SearchIndexError, match=r"device: FAISS cannot search a 'HNSW8' index on"):
         index.to_device("cuda:0")
-    assert (index.engine, index.index) == ("faiss", cpu_index)
+    assert (index.searcher, index.index) == ("faiss", cpu_index)

@@ -1,5 +1,6 @@
 """helpers.io: temporaries named after their writer, stale-only clean-up, file modes,
-errors naming the path, locks, all-or-nothing run outputs, output-folder checks."""
+errors naming the path, locks; helpers.outputs: all-or-nothing run outputs, output-folder
+checks."""
 
 from __future__ import annotations
 
@@ -15,21 +16,24 @@ from pathlib import Path
 import pytest
 
 from helpers import io as hio
+from helpers import outputs as hout
 from helpers.io import (
-    OutputDirError,
     atomic_create,
     atomic_write,
-    begin_outputs,
-    check_writable_dir,
-    commit_outputs,
     host_token,
     parse_temporary,
     read_lock,
     remove_stale_temporaries,
-    staged_outputs,
     try_lock,
     write_json,
     write_text,
+)
+from helpers.outputs import (
+    OutputDirError,
+    begin_outputs,
+    check_writable_dir,
+    commit_outputs,
+    staged_outputs,
 )
 
 
@@ -295,7 +299,7 @@ def test_check_writable_dir_rejects_a_read_only_folder(tmp_path, monkeypatch):
             raise OSError(errno.EROFS, "Read-only file system")
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(hio.os, "open", read_only)
+    monkeypatch.setattr(hout.os, "open", read_only)
     with pytest.raises(
         OutputDirError, match=rf"cache_dir: cannot write in the folder {tmp_path} \(Read-only"
     ):

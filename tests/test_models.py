@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from helpers.models import (
     parse_devices,
     read_model_config,
     resolve_model,
+    weights_fingerprint,
 )
 
 TEXTS = [
@@ -119,7 +121,7 @@ def test_a_float16_checkpoint_runs_in_float32_unless_fp16_is_asked(fp16_checkpoi
         encoder = load_encoder(fp16_checkpoint, backend=backend, device="cpu")
         model = encoder.model.model if backend == "flagembedding" else encoder.model
         assert {p.dtype for p in model.parameters()} == {torch.float32}, backend
-        assert encoder.cache_settings("document")["dtype"] == "float32"
+        assert encoder.fingerprint("document")["dtype"] == "float32"
         vectors[backend] = encoder.encode_corpus(TEXTS)
     for backend in ("pipeline", "flagembedding"):
         np.testing.assert_allclose(vectors[backend], vectors["sentence-transformers"], atol=1e-5)
@@ -166,7 +168,7 @@ def test_dtype_is_checked_before_loading(caplog):
             load_encoder(model="./no/such/model", **bad)  # the dtype is named, not the model
     encoder = load_encoder(backend="flagembedding", dtype="bfloat16", device="cpu")
     assert encoder.dtype == "float32" and encoder.settings()["dtype"] == "float32"
-    assert encoder.cache_settings("query")["dtype"] == "float32"
+    assert encoder.fingerprint("query")["dtype"] == "float32"
 
 
 @pytest.mark.parametrize("backend", ["pipeline", "sentence-transformers", "flagembedding"])
@@ -175,18 +177,17 @@ def test_each_backend_loads_in_the_dtype_asked(fp16_checkpoint, backend):
     the CPU): a float16 checkpoint loaded as bfloat16, keyed and encoded as such."""
     import torch
 
-    from helpers.models import _load, parse_devices
+    from helpers.models import EncoderSpec, build_encoder, parse_devices
 
-    devices = parse_devices("cpu")
-    common = dict(
-        name="fp16-copy", revision="local", backend=backend, device="cpu", use_fp16=False,
-        dtype="bfloat16", query_instruction="", batch_size=8, show_progress=False,
-        path=fp16_checkpoint, devices=devices,
+    spec = EncoderSpec(
+        model="fp16-copy", path=fp16_checkpoint, name="fp16-copy", revision="local",
+        backend=backend, devices=tuple(parse_devices("cpu")), dtype="bfloat16",
+        batch_size=8, workers=0,
     )  # fmt: skip
-    encoder = _load(backend, fp16_checkpoint, "fp16-copy", "bfloat16", devices, common, 0)
+    encoder = build_encoder(spec)
     model = encoder.model.model if backend == "flagembedding" else encoder.model
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    assert encoder.cache_settings("document")["dtype"] == "bfloat16"
+    assert encoder.fingerprint("document")["dtype"] == "bfloat16"
     if backend != "flagembedding":  # FlagModel casts itself to float32 on the CPU
         reference = load_encoder(fp16_checkpoint, backend=backend, device="cpu")
         vectors = encoder.encode_corpus(TEXTS)
@@ -215,3 +216,96 @@ def test_gpu_index_past_the_visible_ones(monkeypatch):
         parse_devices("cuda:2")
     with pytest.raises(ModelError, match="expected 'cuda' or 'cuda:N'"):
         parse_devices("cuda:x")
+
+
+def test_weights_fingerprint_changes_with_the_weights(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights-1")
+    (tmp_path / "config.json").write_text("{}")
+    first = weights_fingerprint(tmp_path)
+    assert weights_fingerprint(tmp_path) == first
+    import os
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights-2")
+    os.utime(tmp_path / "model.safetensors", (1e9, 2e9))
+    assert weights_fingerprint(tmp_path) != first
+
+
+def test_one_dtype_policy_for_notebook_1_and_the_mteb_glue():
+    from helpers.cache import DEFAULT_CHUNK_SIZE
+    from helpers.models import GPU_CHUNK_SIZE, chunk_size_for, load_dtype
+
+    # notebook 1: float32 unless asked, half precision on a GPU only
+    assert load_dtype(None, False, ["cuda"]) == "float32"
+    assert load_dtype("", True, ["cuda:0"]) == "float16"
+    assert load_dtype("bfloat16", False, ["cpu"]) == "float32"
+    # the MTEB glue: the checkpoint's dtype on a GPU (None), float32 on the CPU
+    assert load_dtype(None, False, ["cuda"], checkpoint_on_gpu=True) is None
+    assert load_dtype("", False, ["cuda:1"], checkpoint_on_gpu=True) is None
+    assert load_dtype(None, False, ["cpu"], checkpoint_on_gpu=True) == "float32"
+    assert load_dtype("float16", False, ["cuda"], checkpoint_on_gpu=True) == "float16"
+    with pytest.raises(ModelError, match="dtype: expected one of"):
+        load_dtype("fp8", False, ["cuda"], checkpoint_on_gpu=True)
+    assert chunk_size_for("cuda:1") == GPU_CHUNK_SIZE
+    assert chunk_size_for("cpu") == DEFAULT_CHUNK_SIZE
+
+
+def test_the_mteb_kind_of_fingerprint(encoders):
+    """What the MTEB glue keys on, from the same fingerprint as notebook 1's keys."""
+    st, flag = encoders
+    mteb_settings = st.fingerprint("mteb", None, "query")
+    assert set(mteb_settings) == {
+        "model", "weights", "backend", "device", "versions", "dtype", "prompt", "prompt_type"
+    }  # fmt: skip
+    assert mteb_settings["backend"] == "mteb-sentence-transformers"
+    assert (mteb_settings["prompt"], mteb_settings["prompt_type"]) == ("", "query")
+    assert st.fingerprint("mteb", "sts: ", None)["prompt"] == "sts: "
+    assert st.fingerprint("mteb")["prompt_type"] == "None"
+    assert mteb_settings["weights"] == st.fingerprint("document")["weights"]
+    with pytest.raises(ModelError, match="backend: prompts need 'pipeline' or"):
+        flag.fingerprint("mteb")
+    with pytest.raises(ModelError, match="backend: prompted encoding needs"):
+        flag.encode_prompted(TEXTS, None, None)
+
+
+def test_mteb_model_meta_not_in_the_registry_and_real_errors(monkeypatch):
+    import mteb
+
+    from helpers.mteb_glue.model import model_meta
+
+    meta = model_meta("some-org/not-a-registered-model")
+    assert (meta.name, meta.revision) == ("some-org/not-a-registered-model", "main")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("registry unreadable")
+
+    monkeypatch.setattr(mteb, "get_model_meta", broken)
+    with pytest.raises(RuntimeError, match="registry unreadable"):  # never filed as "main"
+        model_meta("some-org/not-a-registered-model")
+
+
+def test_real_model_mteb_wrapper_encodes_with_the_project_encoder(tmp_path):
+    import mteb
+    from datasets import Dataset
+    from torch.utils.data import DataLoader
+
+    from helpers.models import CachingEncoder, PipelineEncoder
+    from helpers.mteb_glue.model import load_mteb_model
+
+    meta = mteb.get_task("STSBenchmark").metadata
+    reference = load_encoder(DEFAULT_MODEL, device="cpu").encode_corpus(TEXTS)
+    for cache_dir in (None, tmp_path):
+        wrapper = load_mteb_model(device="cpu", cache_dir=cache_dir)
+        encoder = wrapper.encoder.encoder if cache_dir else wrapper.encoder
+        assert isinstance(encoder, PipelineEncoder) and encoder.uses_pipeline
+        assert isinstance(wrapper.encoder, CachingEncoder) == bool(cache_dir)
+        assert (encoder.name, encoder.revision) == (
+            wrapper.mteb_model_meta.name,
+            wrapper.mteb_model_meta.revision,
+        )
+        assert encoder.model is wrapper.model and encoder.normalize is None
+        loader = DataLoader(Dataset.from_dict({"text": TEXTS}), batch_size=2)
+        vectors = wrapper.encode(loader, task_metadata=meta, hf_split="test", hf_subset="default")
+        assert vectors.dtype == np.float32
+        np.testing.assert_allclose(vectors, reference, atol=1e-6)
+    (entry,) = tmp_path.glob("*/meta.json")
+    assert json.loads(entry.read_text())["settings"]["backend"] == "helpers-pipeline"

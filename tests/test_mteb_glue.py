@@ -193,17 +193,31 @@ def test_summarize_like_the_leaderboard():
     assert summary["reasons"] == {"C1": "no result"}
 
 
-def test_published_snapshot_matches_the_shared_reference_file():
+def test_published_snapshot_is_complete_and_has_the_scores_data_readme_names():
     published = G.published_scores()
     assert published[("sentence-transformers/all-MiniLM-L6-v2", "STSBenchmark", "test")] == (
         pytest.approx(0.820325, abs=1e-6)
     )
     assert published[("BAAI/bge-base-en-v1.5", "SciFact", "test")] == 0.74345
-    shared = (
-        PROJECT_ROOT.parent / "shared" / "data" / "reference-scores" / "mteb_reference_scores.json"
-    )
-    if shared.is_file():
-        assert json.loads(shared.read_text()) == json.loads(G.PUBLISHED_SCORES_FILE.read_text())
+    raw = json.loads(G.PUBLISHED_SCORES_FILE.read_text())
+    assert raw["repo"] == "embeddings-benchmark/results" and len(raw["commit"]) == 40
+    fields = {"model", "task", "file", "mteb_version", "split", "subset", "main_score"}
+    for row in raw["rows"]:
+        assert fields <= set(row), row
+        assert row["file"].startswith(f"results/{row['model']}/"), row
+        assert row["file"].endswith(f"/{row['task']}.json"), row
+        assert 0 < row["main_score"] <= 1, row
+    assert len(published) == len(raw["rows"])  # one score per model, task and split
+    readme = " ".join((PROJECT_ROOT / "data" / "README.md").read_text().split())
+    assert f"| {len(raw['rows'])} rows |" in readme
+    for task, metric, score in [
+        ("SciFact", "nDCG@10", "0.64508"),
+        ("STSBenchmark", "cosine Spearman", "0.82032"),
+        ("Banking77Classification", "accuracy", "0.80042"),
+    ]:
+        assert f"{task} {metric} {score}" in readme
+        minilm = published[("sentence-transformers/all-MiniLM-L6-v2", task, "test")]
+        assert minilm == pytest.approx(float(score), abs=1e-5)  # the README's 5 decimals
 
 
 def test_compare_with_published():
@@ -357,7 +371,7 @@ def test_shipped_data_fits_its_task_under_any_folder_name(tmp_path, name):
     copy = shutil.copytree(SHIPPED / name, tmp_path / "my copy")
     (task,) = G.select_tasks(tasks=[name])
     assert G.local_data_mismatch(task, copy) == []
-    assert G.use_local_data(task, copy).local_data_folder == copy
+    assert G.local_source(G.use_local_data(task, copy)) == G.LocalSource(copy)
 
 
 def test_another_tasks_folder_is_refused():
@@ -371,7 +385,7 @@ def test_another_tasks_folder_is_refused():
         "is named for another task (STSBenchmark), and test has 1,379 rows where STS12 has "
         "3,108. Give data_dir the folder of STS12's data"
     )
-    assert not hasattr(task, "local_data_folder")
+    assert G.local_source(task) is None
 
 
 def test_another_retrieval_tasks_folder_is_refused():
@@ -408,7 +422,7 @@ def test_a_folder_named_for_the_task_is_taken_as_its_data(tmp_path):
     (task,) = G.select_tasks(tasks=["STSBenchmark"])
     folder = _sts_folder(tmp_path)  # 2 rows, named STSBenchmark
     assert G.local_data_mismatch(task, folder) == ["test has 2 rows where STSBenchmark has 1,379"]
-    assert G.use_local_data(task, folder).local_data_folder == folder
+    assert G.local_source(G.use_local_data(task, folder)) == G.LocalSource(folder)
 
 
 # ---------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_a_failure_keeps_its_traceback_and_is_logged_as_a_warning(tmp_path, capl
         "MtebGlueError: data folder for STSBenchmark: missing test.jsonl"
     )
     assert outcome.traceback.startswith("Traceback (most recent call last):")
-    assert "helpers/mteb_glue.py" in outcome.traceback
+    assert "helpers/mteb_glue/runner.py" in outcome.traceback
     assert outcome.traceback.rstrip().endswith(outcome.error)
     (record,) = [r for r in caplog.records if "task STSBenchmark failed" in r.getMessage()]
     # the helpers' own checks are logged by their message alone (it names what to fix)
@@ -224,7 +224,10 @@ def test_an_unexpected_failure_is_logged_with_its_traceback(tmp_path, caplog):
 
 
 def _offline(monkeypatch):
-    monkeypatch.setattr(G, "hub_offline_reason", lambda: "no network: test")
+    from helpers.mteb_glue import results, runner
+
+    for module in (runner, results):
+        monkeypatch.setattr(module, "hub_offline_reason", lambda: "no network: test")
 
 
 def test_every_task_failing_offline_gives_empty_tables_and_a_report(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -132,6 +133,15 @@ def test_notebook_01_small_run_matches_trec_eval(tmp_path, case):
     assert result["num_queries"] == 4 and result["data"]["documents"] == 400
     assert result["model"]["backend"] == spec["backend"]
     assert result["model"]["device"] == spec.get("device", "cpu")
+    # provenance: what produced these numbers
+    provenance = result["provenance"]
+    assert {k: provenance["parameters"][k] for k in params} == params
+    assert provenance["parameters"]["compare"] is True
+    assert "stream_demo" not in provenance["parameters"]
+    assert provenance["model"]["fingerprint"] == result["model"]["fingerprint"]
+    assert provenance["model"]["revision"] == result["model"]["revision"]
+    assert provenance["libraries"]["faiss-cpu"] == importlib.metadata.version("faiss-cpu")
+    assert len(provenance["data_sha256"]) == 64 and provenance["date"].endswith("+00:00")
 
     run = _read_run(out / "run.trec")
     assert len(run) == 4 and all(len(docs) == 50 for docs in run.values())

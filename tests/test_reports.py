@@ -56,3 +56,72 @@ def test_write_json_is_atomic(tmp_path):
     write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["m.json"]
+
+
+def test_format_table_rounds_floats_only_and_never_shows_minus_zero():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "score": [0.123456, -0.00001, 2 / 3],
+            "count": [1, 2, 3],
+            "mixed": [1 / 3, "unjudged", 2],
+            "text": ["a", "b", "c"],
+            "flag": [True, False, True],
+        },
+        index=pd.Index([0.55555, 1.0, 2.0], name="k"),
+    )
+    before = frame.copy()
+    table = reports.format_table(frame)
+    assert frame.equals(before)  # the input is not modified
+    assert list(table["score"]) == [0.1235, 0.0, 0.6667]
+    assert str(table["score"].iloc[1]) == "0.0"  # not -0.0
+    assert list(table["mixed"]) == [0.3333, "unjudged", 2]
+    # mixed columns stay mixed, whatever they hold (the display's alignment depends on it)
+    assert table["mixed"].dtype == object
+    flags = pd.DataFrame({"reproduced": pd.Series([True, None], dtype=object)})
+    assert reports.format_table(flags)["reproduced"].dtype == object
+    assert list(table["count"]) == [1, 2, 3] and table["count"].dtype == frame["count"].dtype
+    assert list(table["text"]) == ["a", "b", "c"] and list(table["flag"]) == [True, False, True]
+    assert list(table.index) == [0.55555, 1.0, 2.0]  # the index is left as it is
+    assert list(reports.format_table(frame, decimals=1)["score"]) == [0.1, 0.0, 0.7]
+    assert "-0.0" not in reports.format_table(pd.DataFrame({"d": [-1e-9]})).to_string()
+
+
+def test_format_table_takes_a_series_or_a_mapping():
+    import pandas as pd
+
+    from_series = reports.format_table(pd.Series({"a": 1 / 7, "b": -0.0}, name="test"))
+    assert list(from_series.columns) == ["test"] and list(from_series["test"]) == [0.1429, 0.0]
+    from_mapping = reports.format_table({"queries": "43", "score": 0.987654})
+    assert list(from_mapping.columns) == ["value"]
+    assert from_mapping.loc["queries", "value"] == "43"
+    assert from_mapping.loc["score", "value"] == 0.9877
+    assert list(reports.format_table({"x": 1.0}, name="v").columns) == ["v"]
+    assert reports.format_table({}).empty
+    with pytest.raises(TypeError, match="table: expected a DataFrame, a Series or a mapping"):
+        reports.format_table([1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_comparison_table_columns_and_rounding():
+    row = {
+        "metric": "ndcg_at_10",
+        "num_queries": 43,
+        "mean_a": 0.674812,
+        "mean_b": 0.623412,
+        "mean_difference": -0.0000001,
+        "ci_low": -0.09012,
+        "ci_high": -0.01617,
+        "confidence": 0.95,
+        "t_statistic": -2.7,
+        "t_test_p": 0.010149,
+        "randomization_p": 0.01049,
+        "wins": 17,
+        "losses": 25,
+        "ties": 1,
+    }
+    table = reports.comparison_table([row])
+    assert list(table.columns) == list(reports.COMPARISON_COLUMNS)
+    assert table.loc["ndcg_at_10", "mean_a"] == 0.6748
+    assert str(table.loc["ndcg_at_10", "mean_difference"]) == "0.0"
+    assert table.loc["ndcg_at_10", "wins"] == 17

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from test_cache import MockModel
 
 from conftest import DATA, CountingEncoder, write_jsonl
 from helpers.cache import EmbeddingCache
@@ -118,16 +119,34 @@ def test_real_model_streamed_equals_in_memory(tmp_path):
     np.testing.assert_allclose(
         streamed, encoder.encoder.encode_corpus([t for _, t in docs]), atol=1e-6
     )
+    # the same encoder without the cache streams too (nothing kept, nothing to resume)
+    ((ids, vectors),) = list(encoder.encoder.encode_records(iter(docs), "dl19-first-100"))
+    assert ids == [d for d, _ in docs]
+    np.testing.assert_allclose(vectors, streamed, atol=1e-6)
+
+
+def test_every_encoder_streams_records_without_a_cache():
+    model = MockModel()
+    docs = list(records(2500))
+    chunks = list(model.encode_records(iter(docs), "toy"))
+    assert [len(ids) for ids, _ in chunks] == [1024, 1024, 452]  # the CPU chunk size
+    assert [i for ids, _ in chunks for i in ids] == [d for d, _ in docs]
+    np.testing.assert_array_equal(
+        np.concatenate([v for _, v in chunks]), mock_encode([t for _, t in docs])
+    )
+    with pytest.raises(ValueError, match="window: expected a positive number"):
+        model.encode_records(iter(docs), "toy", window=0)  # at the call, not at iteration
 
 
 def test_hub_branch_streams_through_datasets(tmp_path, monkeypatch):
     """The hub path, with the hub replaced by a local folder of the same layout: `datasets`
     really streams it (an IterableDataset), record by record."""
     import shutil
+    import sys
 
     import datasets
 
-    import helpers.data as D
+    D = sys.modules[stream_corpus.__module__]  # where stream_corpus looks the hub up
 
     folder = tmp_path / "msmarco-corpus"
     folder.mkdir()

@@ -4,7 +4,11 @@
 one), in fp32, fp16 and bf16, with tokenising in line and in 15 threads. Prints one JSON object:
 the maximum absolute difference and the minimum cosine for each setting.
 
-    python benchmarks/gpu/check_exactness.py [--model .gpu/model]
+    python benchmarks/gpu/check_exactness.py [--model .gpu/model]   # on a GPU machine
+    .venv/bin/python benchmarks/gpu/check_exactness.py --device cpu --passages 300  # dry run
+
+``--model``: a local sentence-transformers folder (``benchmarks/gpu/prepare.sh`` writes one
+with float16 weights in ``.gpu/model``) or the embedded default's name (default).
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import transformers
 
 from helpers.data import load_retrieval_data
 from helpers.encoding import EncodingPipeline
-from helpers.models import set_dtype
+from helpers.models import DEFAULT_MODEL, resolve_model, set_dtype
 from helpers.notebook import project_path, setup
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=".gpu/model")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cuda", help="cpu: a dry run, fp32 only")
     parser.add_argument("--passages", type=int, default=4000)
     args = parser.parse_args()
@@ -43,7 +47,8 @@ def main() -> None:
         "tokenizers": tokenizers.__version__,
         "device": torch.cuda.get_device_name() if gpu else "cpu",
     }
-    st = sentence_transformers.SentenceTransformer(args.model, device=args.device)
+    path = resolve_model(args.model)[0]
+    st = sentence_transformers.SentenceTransformer(path, device=args.device)
     for dtype in ("float32", "float16", "bfloat16") if gpu else ("float32",):
         set_dtype(st, dtype)
         ref = st.encode(texts, batch_size=256, convert_to_numpy=True, normalize_embeddings=True)

