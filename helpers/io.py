@@ -37,7 +37,7 @@ import secrets
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,24 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
 
 
+@contextlib.contextmanager
+def _written_temporary(path: Path, write: Callable[[str], None]) -> Iterator[Path]:
+    """A complete temporary file for ``path`` (its folder created, ``write`` called);
+    the body moves it into place. Any OSError is re-raised naming ``path``, and the
+    temporary is always removed."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temporary(path)
+        write(str(tmp))
+        yield tmp
+    except OSError as err:
+        raise _as_path_error(err, path) from err
+    finally:
+        if tmp is not None:
+            _unlink_quietly(tmp)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then rename the temporary file to ``path``.
 
@@ -246,17 +264,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
             type and errno, the message names ``path``. The temporary is removed.
     """
     path = Path(path)
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temporary(path)
-        write(str(tmp))
+    with _written_temporary(path, write) as tmp:
         os.replace(tmp, path)
-    except OSError as err:
-        raise _as_path_error(err, path) from err
-    finally:
-        if tmp is not None:
-            _unlink_quietly(tmp)
     return path
 
 
@@ -276,11 +285,7 @@ def atomic_create(path: str | Path, write: Callable[[str], None]) -> bool:
         OSError: as :func:`atomic_write`.
     """
     path = Path(path)
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temporary(path)
-        write(str(tmp))
+    with _written_temporary(path, write) as tmp:
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -292,11 +297,6 @@ def atomic_create(path: str | Path, write: Callable[[str], None]) -> bool:
                 return False
             os.replace(tmp, path)
         return True
-    except OSError as err:
-        raise _as_path_error(err, path) from err
-    finally:
-        if tmp is not None:
-            _unlink_quietly(tmp)
 
 
 def text_writer(text: str) -> Callable[[str], None]:

@@ -283,7 +283,7 @@ def submission_instructions(output_dir: str | Path, meta: Any) -> str:
     if str(meta.revision) == "local" or str(meta.name).startswith("local/"):
         lines.append(
             "This model is a local folder: publish it on the hub first, so that its results "
-            "carry its hub name and revision."
+            "are filed under its hub name and revision."
         )
     if local:
         lines.append(

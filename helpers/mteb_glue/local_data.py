@@ -169,7 +169,7 @@ def use_local_data(task: Any, folder: str | Path, param: str = "data_dir") -> An
     (``<...>/STSBenchmark`` for STSBenchmark), or its content is what the task expects:
     every split file, the task's columns, and exactly the number of samples per split
     that mteb records for the task (:func:`local_data_mismatch`). Results computed from
-    it carry ``dataset_revision = "local:sha256:<hash of its files>"``
+    it record ``dataset_revision = "local:sha256:<hash of its files>"``
     (:func:`helpers.mteb_glue.data_fingerprint`).
 
     Args:

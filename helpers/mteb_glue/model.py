@@ -144,7 +144,7 @@ def _wrapper_class() -> type:
                     **kwargs,
                 )
             texts = [text for batch in inputs for text in batch["text"]]
-            # the model's prompt for this task and prompt type, by mteb's public lookup
+            # the model's prompt for this task and prompt type (mteb's get_prompt_name)
             name = self.get_prompt_name(task_metadata, prompt_type)
             prompt = self.model_prompts.get(name) if name and self.model_prompts else None
             kind = getattr(prompt_type, "value", None)
