@@ -241,7 +241,7 @@ def data_fingerprint(data: RetrievalData) -> str:
     return digest.hexdigest()
 
 
-def library_versions(names: Sequence[str] = PROVENANCE_LIBRARIES) -> dict[str, str]:
+def installed_versions(names: Sequence[str] = PROVENANCE_LIBRARIES) -> dict[str, str]:
     """Python's version and the installed version of each distribution (absent ones left out)."""
     versions = {"python": platform.python_version()}
     for name in names:
@@ -307,7 +307,7 @@ def results_record(
     ``relevance_level``, ``cutoffs``, ``num_queries``, ``metrics`` (metric key -> mean,
     metric by metric, each at every cut-off), ``definitions``, ``comparison`` (the paired
     tests, :func:`compare_configurations`) and ``provenance``: ``date`` (UTC, ISO 8601),
-    ``libraries`` (:func:`library_versions`), ``model`` and, with a second configuration,
+    ``libraries`` (:func:`installed_versions`), ``model`` and, with a second configuration,
     ``second_model`` (name, revision, fingerprint), ``data_sha256``
     (:func:`data_fingerprint`) and ``parameters``.
 
@@ -338,7 +338,7 @@ def results_record(
         "comparison": [dict(row) for row in comparison],
         "provenance": {
             "date": (date or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds"),
-            "libraries": library_versions(),
+            "libraries": installed_versions(),
             "model": _identity(encoder, fingerprint),
             **(
                 {"second_model": _identity(second_encoder, second_encoder.model_fingerprint())}

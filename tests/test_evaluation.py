@@ -267,8 +267,8 @@ def test_results_record_keeps_the_keys_and_adds_provenance(collection):
     assert datetime.fromisoformat(alone["provenance"]["date"]).tzinfo is not None
 
 
-def test_library_versions_leave_out_what_is_not_installed():
-    versions = E.library_versions(["numpy", "no-such-distribution-here"])
+def test_installed_versions_leave_out_what_is_not_installed():
+    versions = E.installed_versions(["numpy", "no-such-distribution-here"])
     assert set(versions) == {"python", "numpy"} and versions["numpy"] == np.__version__
 
 
