@@ -31,7 +31,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from helpers.data import RetrievalData
-from helpers.index import DocIndex, build_index, check_factory, check_search_params
+from helpers.index import (
+    DEFAULT_TARGET_RECALL,
+    DocIndex,
+    TuneReport,
+    build_index,
+    check_factory,
+    check_search_params,
+    check_target_recall,
+    is_auto,
+    tune_index,
+)
 from helpers.io import write_json
 from helpers.metrics import (
     METRIC_DEFINITIONS,
@@ -83,6 +93,8 @@ class ConfigurationResult:
         doc_ids: the documents, in the collection's order.
         cutoffs: the cut-offs k, sorted.
         metrics: the metric names evaluated (keys of :data:`helpers.metrics.METRICS`).
+        tuning: with ``factory="auto"``, what was chosen and why
+            (:class:`helpers.index.TuneReport`; ``.summary()`` is one line); else None.
     """
 
     run: Run
@@ -94,11 +106,27 @@ class ConfigurationResult:
     doc_ids: list[str]
     cutoffs: list[int]
     metrics: list[str]
+    tuning: TuneReport | None = None
 
 
 def _check_rows(name: str, vectors: np.ndarray, expected: int) -> None:
     if vectors.ndim != 2 or len(vectors) != expected:
         raise ValueError(f"{name}: expected {expected} rows (one per id), got {vectors.shape}")
+
+
+def corpus_texts(data: RetrievalData) -> list[str]:
+    """The corpus texts :func:`evaluate_configuration` encodes, in its order: one per
+    document of ``data.corpus``, in the corpus's order (row i of the corpus vectors is
+    document ``list(data.corpus)[i]``). Encoding them elsewhere (another process, a
+    cluster) into the embedding cache fills the very entry it then reads.
+
+    Args:
+        data: the collection.
+
+    Returns:
+        The texts, in order.
+    """
+    return [data.corpus[doc_id] for doc_id in data.corpus]
 
 
 def evaluate_configuration(
@@ -113,6 +141,7 @@ def evaluate_configuration(
     index: DocIndex | None = None,
     factory: str = "Flat",
     search_params: str = "",
+    target_recall: float | None = None,
     index_folder: str | Path | None = None,
     search_device: str | None = None,
     progress: bool = False,
@@ -137,8 +166,18 @@ def evaluate_configuration(
         query_vectors: the queries already encoded the same way (one row per query).
         index: an index over this collection's corpus to search instead of building one
             (for a second configuration whose corpus vectors are the first one's).
-        factory: the FAISS ``index_factory`` string of the index to build.
-        search_params: FAISS search parameters of the index to build (``""``: defaults).
+        factory: the FAISS ``index_factory`` string of the index to build, or ``"auto"``:
+            after both sides are encoded, :func:`helpers.index.tune_index` chooses the
+            fastest index and search parameters whose recall of the exact top 10, measured
+            on a sample of these queries, reaches ``target_recall`` (``Flat`` below 50,000
+            documents); the index it returns is then used as if given explicitly (saved,
+            loaded back, searched), and :attr:`ConfigurationResult.tuning` says what it
+            chose.
+        search_params: FAISS search parameters of the index to build (``""``: defaults;
+            must be ``""`` with ``"auto"``, which chooses them).
+        target_recall: with ``factory="auto"``, the share of the exact top 10 the index
+            must keep, in (0, 1] (None: 0.99; 1.0: the exact top 10). Checked whenever
+            given; an explicit ``factory`` does not use it.
         index_folder: where to save the index, with the model's fingerprint; the copy
             loaded back from it is the one searched (None: not saved).
         search_device: where to search (see :meth:`helpers.index.DocIndex.to_device`;
@@ -151,25 +190,42 @@ def evaluate_configuration(
     Raises:
         ValueError: when both ``index`` and ``corpus_vectors`` are given, or vectors do not
             have one row per query or document; and the errors of the index checks
-            (:func:`helpers.index.check_factory`), of the encoder, of the search and of
+            (:func:`helpers.index.check_factory`, a ``target_recall`` outside (0, 1],
+            ``search_params`` given with ``"auto"``), of the encoder, of the search and of
             :func:`helpers.metrics.evaluate`.
     """
     if index is not None and corpus_vectors is not None:
         raise ValueError("index, corpus_vectors: give one of them (the index holds the vectors)")
     cutoffs = check_cutoffs(list(cutoffs))
     doc_ids, query_ids = list(data.corpus), list(data.queries)
+    auto = is_auto(factory)
+    target = check_target_recall(DEFAULT_TARGET_RECALL if target_recall is None else target_recall)
+    tuning = None
     if index is None:
-        check_factory(factory, dim=encoder.dim, num_vectors=len(doc_ids))
-        check_search_params(factory, search_params, dim=encoder.dim)
+        if auto and (not isinstance(search_params, str) or search_params.strip()):
+            raise ValueError(
+                f"search_params: index_factory 'auto' chooses them; got {search_params!r}: "
+                "leave search_params empty, or give an index_factory such as 'IVF1024,Flat'"
+            )
+        if not auto:
+            check_factory(factory, dim=encoder.dim, num_vectors=len(doc_ids))
+            check_search_params(factory, search_params, dim=encoder.dim)
         if corpus_vectors is None:
-            corpus_vectors = encoder.encode_corpus([data.corpus[d] for d in doc_ids])
+            corpus_vectors = encoder.encode_corpus(corpus_texts(data))
         _check_rows("corpus_vectors", corpus_vectors, len(doc_ids))
-        index = build_index(corpus_vectors, doc_ids, factory=factory, search_params=search_params)
+        if not auto:
+            index = build_index(
+                corpus_vectors, doc_ids, factory=factory, search_params=search_params
+            )
     elif index.size != len(doc_ids):
         raise ValueError(f"index: holds {index.size} vectors, the corpus has {len(doc_ids)}")
     if query_vectors is None:
         query_vectors = encoder.encode_queries([data.queries[q] for q in query_ids])
     _check_rows("query_vectors", query_vectors, len(query_ids))
+    if index is None:  # "auto": tuned on these very queries
+        assert corpus_vectors is not None
+        tuned = tune_index(corpus_vectors, doc_ids, query_vectors, target_recall=target)
+        index, tuning = tuned.index, tuned.report
     if index_folder is not None:
         fingerprint = encoder.model_fingerprint()
         index.save(index_folder, model_fingerprint=fingerprint)
@@ -192,6 +248,7 @@ def evaluate_configuration(
         doc_ids=doc_ids,
         cutoffs=cutoffs,
         metrics=list(metrics),
+        tuning=tuning,
     )
 
 
@@ -303,7 +360,9 @@ def results_record(
     """What ``metrics.json`` holds: the mean metrics, how they were obtained, provenance.
 
     Keys, in order: ``model`` (the encoder's settings and fingerprint), ``dataset`` (as
-    given), ``data`` (its summary), ``index_factory``, ``search_params``,
+    given), ``data`` (its summary), ``index_factory``, ``search_params``, with
+    ``index_factory="auto"`` ``index_tuning`` (:meth:`helpers.index.TuneReport.as_dict`:
+    what was chosen, its measured recall and speed, every setting tried),
     ``relevance_level``, ``cutoffs``, ``num_queries``, ``metrics`` (metric key -> mean,
     metric by metric, each at every cut-off), ``definitions``, ``comparison`` (the paired
     tests, :func:`compare_configurations`) and ``provenance``: ``date`` (UTC, ISO 8601),
@@ -328,6 +387,7 @@ def results_record(
         "data": data.summary(),
         "index_factory": result.index.factory,
         "search_params": result.index.search_params,
+        **({"index_tuning": result.tuning.as_dict()} if result.tuning is not None else {}),
         "relevance_level": result.evaluation.relevance_level,
         "cutoffs": list(result.cutoffs),
         "num_queries": result.evaluation.num_queries,

@@ -1,19 +1,31 @@
-"""Notebook plumbing: quiet, reproducible set-up and project-relative paths.
+"""Notebook plumbing: quiet, reproducible set-up, the helpers' errors shown briefly, and
+project-relative paths.
 
 Progress bars are a switch, not a deletion: interactive and papermill runs show them;
 the test suite turns them off with ``EMBEVAL_PROGRESS=0`` (set by ``conftest.py``), since
 nbval compares stderr too.
+
+An error the helpers raise on bad input (a missing folder, an unknown task, a parameter
+out of range) is shown in a notebook as its one-line message and the notebook line that
+led to it (:func:`show_helpers_errors_briefly`); every other exception keeps IPython's
+full traceback, and ``%tb`` shows the full one of any error.
 """
 
 from __future__ import annotations
 
+import linecache
 import logging
 import os
 import random
+import sys
+import traceback
 import warnings
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HELPERS_DIR = Path(__file__).resolve().parent
 PROGRESS_ENV = "EMBEVAL_PROGRESS"
 
 
@@ -62,9 +74,9 @@ and module, never by message:
   is not."""
 
 
-def setup(seed: int = 0, progress: bool | None = None) -> bool:
+def setup(seed: int = 0, progress: bool | None = None, brief_errors: bool = True) -> bool:
     """Set library logging to WARNING, hide the warnings of :data:`IGNORED_WARNINGS`, seed
-    every generator, and decide on progress bars.
+    every generator, decide on progress bars, and show the helpers' errors briefly.
 
     Call it first in a notebook, before the heavy libraries are imported: tqdm reads
     ``TQDM_DISABLE`` when it is imported.
@@ -72,6 +84,9 @@ def setup(seed: int = 0, progress: bool | None = None) -> bool:
     Args:
         seed: passed to :func:`seed_everything`.
         progress: show progress bars; None reads ``EMBEVAL_PROGRESS`` (default: yes).
+        brief_errors: in IPython (JupyterLab, papermill, nbval), show the helpers' own
+            errors as their message and the notebook line that led to them
+            (:func:`show_helpers_errors_briefly`); outside IPython nothing changes.
 
     Returns:
         Whether progress bars are shown.
@@ -97,7 +112,124 @@ def setup(seed: int = 0, progress: bool | None = None) -> bool:
     except ImportError:  # pragma: no cover - transformers is a requirement
         pass
     seed_everything(seed)
+    if brief_errors:
+        shell = _ipython_shell()
+        if shell is not None:
+            show_helpers_errors_briefly(shell)
     return show
+
+
+BRIEF_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError)
+"""The exception types :func:`show_helpers_errors_briefly` shows briefly when the helpers
+raised them: every error class of the helpers (``DataError``, ``ModelError``,
+``MtebGlueError``, ``OutputDirError``, ``SearchIndexError``, ...) is a ``ValueError``, and
+their other checks raise ``ValueError``, ``TypeError`` or ``OSError`` (a hub id without
+network) with a message that names the parameter."""
+
+
+def _ipython_shell() -> Any:
+    """The running IPython shell, or None outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipykernel requires IPython
+        return None
+    return get_ipython()
+
+
+def raised_by_helpers(error: BaseException) -> bool:
+    """True when ``error`` is one of :data:`BRIEF_ERRORS` and the helpers raised it: the
+    innermost frame of its traceback is a module of the ``helpers`` package.
+
+    A ``ValueError`` a library raises while the helpers call it is not the helpers' own:
+    it keeps its full traceback.
+    """
+    if not isinstance(error, BRIEF_ERRORS) or error.__traceback__ is None:
+        return False
+    frames = list(traceback.walk_tb(error.__traceback__))
+    filename = Path(frames[-1][0].f_code.co_filename)
+    return filename.is_absolute() and filename.resolve().is_relative_to(HELPERS_DIR)
+
+
+def brief_error_lines(shell: Any, error: BaseException, color: bool = False) -> list[str]:
+    """The lines :func:`show_helpers_errors_briefly` shows for one of the helpers' errors.
+
+    Args:
+        shell: the IPython shell that ran the cell (it names cells ``Cell In[n]``).
+        error: the exception, with its traceback.
+        color: write the exception's class name in red (ANSI), as IPython does.
+
+    Returns:
+        ``"<Class>: <message>"``; then ``"Cell In[n], line l: <that line>"`` for the last
+        notebook line on the way to the error (when a cell is on the way); then where in
+        the helpers it was raised, and that ``%tb`` shows the full traceback.
+    """
+    name = type(error).__name__
+    lines = [f"\x1b[31m{name}\x1b[39m: {error}" if color else f"{name}: {error}"]
+    frames = list(traceback.walk_tb(error.__traceback__))
+    compiler = getattr(shell, "compile", None)
+    for frame, line_no in reversed(frames):
+        filename = frame.f_code.co_filename
+        label = compiler.format_code_name(filename) if compiler is not None else None
+        if label is not None:
+            text = linecache.getline(filename, line_no, frame.f_globals).strip()
+            lines.append(f"{label[0]} {label[1]}, line {line_no}: {text}")
+            break
+    if frames:
+        frame, line_no = frames[-1]
+        lines.append(f"(raised in {display_path(frame.f_code.co_filename)}, line {line_no}, "
+                     f"in {frame.f_code.co_name}; %tb shows the full traceback)")
+    return lines
+
+
+def _brief_error_handler(
+    shell: Any,
+    etype: type[BaseException],
+    value: BaseException,
+    tb: TracebackType | None,
+    tb_offset: int | None = None,
+) -> list[str] | None:
+    """IPython's custom exception handler (``set_custom_exc``) for :data:`BRIEF_ERRORS`.
+
+    The helpers' own errors: :func:`brief_error_lines`, shown through the shell's own
+    ``_showtraceback`` (so a kernel sends an ``error`` output with the exception's name and
+    message: papermill and nbclient still fail on it and report them). Every other
+    exception: IPython's ``showtraceback``, unchanged.
+    """
+    if tb is not None and value.__traceback__ is None:
+        value = value.with_traceback(tb)
+    if not raised_by_helpers(value):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %tb, %debug
+    if sys.version_info >= (3, 12):  # pragma: no cover - the project runs 3.11
+        sys.last_exc = value
+    color = str(getattr(shell, "colors", "nocolor")).lower() != "nocolor"
+    stb = brief_error_lines(shell, value, color=color)
+    shell._showtraceback(etype, value, stb)
+    if getattr(shell, "call_pdb", False):
+        shell.debugger(force=True)
+    return stb
+
+
+def show_helpers_errors_briefly(shell: Any) -> None:
+    """Show the helpers' errors in ``shell`` as their message and the notebook line that
+    led to them, not as a traceback through the libraries underneath.
+
+    An error the helpers raise on bad input (:func:`raised_by_helpers`) already says what
+    is wrong and what to do; the frames of pandas, mteb or the hub client below it only
+    hide that message. Such an error is shown as three lines (:func:`brief_error_lines`);
+    every other exception, including a ``ValueError`` that a library raises, keeps
+    IPython's full traceback, and ``%tb`` shows the full traceback of the last error. The
+    cell still fails: a kernel reports the error (name, message) to JupyterLab, papermill
+    (``PapermillExecutionError``) and nbval as before.
+
+    Registered with IPython's ``set_custom_exc`` (which replaces a handler set before);
+    calling it again changes nothing.
+
+    Args:
+        shell: an IPython ``InteractiveShell`` (``get_ipython()``).
+    """
+    shell.set_custom_exc(BRIEF_ERRORS, _brief_error_handler)
 
 
 def seed_everything(seed: int) -> None:

@@ -42,9 +42,11 @@ DATA = PROJECT_ROOT / "data"
 # Test tiers
 # --------------------------------------------------------------------------------------
 
-NOTEBOOK_FILES = frozenset({"test_notebooks.py", "test_mteb_notebooks.py", "test_kill_resume.py"})
-"""Test files that run notebooks (papermill, killed kernels): every test in them is
-``notebook``, as is every nbval cell of an ``.ipynb`` file."""
+NOTEBOOK_FILES = frozenset(
+    {"test_notebooks.py", "test_mteb_notebooks.py", "test_kill_resume.py", "test_jupyterlab.py"}
+)
+"""Test files that run notebooks (papermill, killed kernels, JupyterLab in a browser):
+every test in them is ``notebook``, as is every nbval cell of an ``.ipynb`` file."""
 
 MODEL_FIXTURES = frozenset({"st", "encoders", "fp16_checkpoint"})
 """Fixtures that load the real model (or exist only to be loaded as one): a test that
@@ -53,7 +55,6 @@ uses any of them is ``model``."""
 MODEL_TESTS: dict[str, tuple[str, ...]] = {
     "*": ("*real_model*",),
     "test_encoding.py": ("test_pipeline_backend_*", "test_several_devices_use_the_libraries_pool"),
-    "test_models.py": ("test_fp16_is_not_used_on_cpu", "test_dtype_is_checked_before_loading"),
     "test_mteb*.py": (
         "test_mteb_cache_key_holds_the_dtype_the_model_runs_in",
         "test_shipped_defaults_keep_their_scores_*",

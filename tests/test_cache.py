@@ -267,3 +267,96 @@ def test_any_encoder_can_be_cached_and_stays_itself(tmp_path):
 def test_fingerprint_kind_is_checked():
     with pytest.raises(ValueError, match=r"kind: expected one of \['query', 'document', 'mteb'\]"):
         MockModel().fingerprint("passage")
+
+
+# -- an entry planned here, its chunks computed by other writers (e.g. Ray workers) ----
+
+
+def _chunks(indices, size=10, texts=TEXTS):
+    return {i: texts[i * size : (i + 1) * size] for i in indices}
+
+
+def test_chunks_computed_by_shard_are_what_encode_reads(tmp_path):
+    """Two shards of an entry computed separately (one overlapping the other): each chunk
+    is computed once, the finished one is read, and ``encode`` then reads every chunk and
+    gives exactly the vectors of a plain encoding."""
+    expected = EmbeddingCache(tmp_path / "plain", 10).encode(TEXTS, SETTINGS, CountingEncoder())
+    cache = EmbeddingCache(tmp_path / "shared", chunk_size=10)
+    plan = cache.plan_entry(TEXTS, SETTINGS)
+    assert plan.key == cache_key(SETTINGS, TEXTS)
+    assert (plan.rows, plan.chunk_size, plan.chunks) == (25, 10, 3)
+    assert (plan.found, plan.missing) == ((), (0, 1, 2))
+    assert [plan.span(i) for i in range(3)] == [(0, 10), (10, 20), (20, 25)]
+    first = CountingEncoder()
+    work = EmbeddingCache(tmp_path / "shared", 10).compute_chunks(
+        plan.key, SETTINGS, 25, _chunks([2, 0]), first
+    )
+    assert (work.computed, work.found, work.waited) == (2, 0, 0)
+    assert first.encoded == 15  # chunks 0 (10 texts) and 2 (5 texts)
+    replan = cache.plan_entry(TEXTS, SETTINGS)
+    assert (replan.found, replan.missing) == ((0, 2), (1,))
+    second = CountingEncoder()
+    work = EmbeddingCache(tmp_path / "shared", 10).compute_chunks(
+        plan.key, SETTINGS, 25, _chunks([1, 2]), second
+    )
+    assert (work.computed, work.found) == (1, 1) and second.encoded == 10
+    reader = CountingEncoder()
+    np.testing.assert_array_equal(cache.encode(TEXTS, SETTINGS, reader), expected)
+    assert reader.calls == 0 and (cache.hits, cache.computed_chunks) == (3, 0)
+
+
+def test_compute_chunks_streams_its_chunks_as_encode_does(tmp_path):
+    expected = EmbeddingCache(tmp_path / "plain", 10).encode(TEXTS, SETTINGS, CountingEncoder())
+    cache = EmbeddingCache(tmp_path / "shared", chunk_size=10)
+    plan = cache.plan_entry(TEXTS, SETTINGS)
+    stream = CountingStream()
+    work = cache.compute_chunks(plan.key, SETTINGS, 25, _chunks([0, 2]), CountingEncoder(), stream)
+    assert work.computed == 2 and stream.parts_read == 2 and stream.encoder.encoded == 15
+    reader = CountingEncoder()
+    np.testing.assert_array_equal(cache.encode(TEXTS, SETTINGS, reader), expected)
+    assert reader.encoded == 10  # chunk 1 only
+
+
+def test_a_damaged_chunk_is_planned_missing_and_recomputed(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    first = cache.encode(TEXTS, SETTINGS, CountingEncoder())
+    npy = cache.folder(cache_key(SETTINGS, TEXTS)) / "chunk_00001.npy"
+    data = bytearray(npy.read_bytes())
+    data[-1] ^= 0xFF
+    npy.write_bytes(bytes(data))
+    plan = cache.plan_entry(TEXTS, SETTINGS)
+    assert (plan.found, plan.missing) == ((0, 2), (1,))
+    enc = CountingEncoder()
+    work = cache.compute_chunks(plan.key, SETTINGS, 25, _chunks(plan.missing), enc)
+    assert (work.computed, work.found, enc.encoded) == (1, 0, 10)
+    np.testing.assert_array_equal(cache.encode(TEXTS, SETTINGS, CountingEncoder()), first)
+
+
+def test_an_entry_planned_with_an_older_chunk_size_keeps_it(tmp_path):
+    EmbeddingCache(tmp_path, chunk_size=10).plan_entry(TEXTS, SETTINGS)
+    plan = EmbeddingCache(tmp_path, chunk_size=4).plan_entry(TEXTS, SETTINGS)
+    assert (plan.chunk_size, plan.missing) == (10, (0, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("rows", "chunks", "message"),
+    [
+        (25, {3: TEXTS[:5]}, "chunks: an entry of 25 rows in chunks of 10 has chunks 0 to 2"),
+        (25, {-1: TEXTS[:5]}, "got chunk -1"),
+        (25, {"0": TEXTS[:10]}, "chunks: expected integer chunk numbers, got '0'"),
+        (25, {2: TEXTS[:10]}, "chunks: chunk 2 of an entry of 25 rows in chunks of 10 holds 5"),
+        (-1, {}, "rows: expected the entry's number of texts"),
+    ],
+)
+def test_compute_chunks_checks_its_chunks(tmp_path, rows, chunks, message):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    enc = CountingEncoder()
+    with pytest.raises(ValueError, match=message):
+        cache.compute_chunks(cache_key(SETTINGS, TEXTS), SETTINGS, rows, chunks, enc)
+    assert enc.calls == 0
+
+
+def test_span_names_a_chunk_outside_the_entry(tmp_path):
+    plan = EmbeddingCache(tmp_path, chunk_size=10).plan_entry(TEXTS, SETTINGS)
+    with pytest.raises(ValueError, match=r"index: expected a chunk number in \[0, 3\), got 3"):
+        plan.span(3)

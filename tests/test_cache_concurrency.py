@@ -42,9 +42,11 @@ def fake_encode(texts) -> np.ndarray:
 
 def _worker(root: str, out: str, signal: str, delay_s: float, mode: str, chunk: int) -> None:
     """One writer: waits for ``signal`` to exist, then ``delay_s``, then encodes ``TEXTS``
-    (``mode``: ``encode``, or ``records`` through a streaming encoder reading 2 chunks
-    ahead); saves the vectors to ``out`` and prints its counters as JSON."""
-    from helpers.cache import EmbeddingCache
+    (``mode``: ``encode``; ``records`` through a streaming encoder reading 2 chunks
+    ahead; ``chunks``: every chunk given to ``compute_chunks``, as a Ray worker does,
+    then read back with ``encode``); saves the vectors to ``out`` and prints its counters
+    as JSON."""
+    from helpers.cache import EmbeddingCache, cache_key
 
     calls = 0
 
@@ -69,9 +71,14 @@ def _worker(root: str, out: str, signal: str, delay_s: float, mode: str, chunk: 
         time.sleep(0.002)
     time.sleep(delay_s)
     began = time.monotonic()
+    ids: list = []
     if mode == "encode":
         vectors = cache.encode(TEXTS, SETTINGS, encode)
-        ids = []
+    elif mode == "chunks":
+        shard = {i: TEXTS[i * chunk : (i + 1) * chunk] for i in range(-(-len(TEXTS) // chunk))}
+        work = cache.compute_chunks(cache_key(SETTINGS, TEXTS), SETTINGS, len(TEXTS), shard, encode)
+        assert (work.computed, work.found) == (cache.computed_chunks, cache.hits)
+        vectors = cache.encode(TEXTS, SETTINGS, encode)  # every chunk there: all read
     else:
         records = ((f"d{i}", text) for i, text in enumerate(TEXTS))
         parts = list(cache.encode_records(records, SETTINGS, SOURCE, encode, stream, window=4))
@@ -203,6 +210,22 @@ def test_two_processes_encoding_into_one_cache_both_finish_right(tmp_path, trial
     assert second["computed"] + second["hits"] == CHUNKS
     assert first["calls"] == first["computed"] and second["calls"] == second["computed"]
     assert first["computed"] >= 1 and second["hits"] >= 1
+    _check_entry(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_two_processes_computing_the_same_chunks_compute_each_once(tmp_path, trial):
+    """What two Ray workers given overlapping shards do (``compute_chunks``)."""
+    expected = fake_encode(TEXTS)
+    (first, a), (second, b) = _pair(tmp_path, "chunks")
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(b, expected)
+    assert first["computed"] + second["computed"] == CHUNKS
+    # compute_chunks read the rest, then encode read all: 2 * CHUNKS reads in all
+    assert first["computed"] + first["hits"] == 2 * CHUNKS
+    assert second["computed"] + second["hits"] == 2 * CHUNKS
+    assert first["calls"] == first["computed"] and second["calls"] == second["computed"]
+    assert first["computed"] >= 1 and second["hits"] > CHUNKS  # it found some of them
     _check_entry(tmp_path / "cache")
 
 

@@ -5,6 +5,7 @@ with a deterministic mock encoder; every value checked against an independent co
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from scipy.stats import ttest_rel
 from conftest import MockEncoder
 from helpers import evaluation as E
 from helpers.data import RetrievalData
+from helpers.index import tune
 from helpers.metrics import METRICS
 from helpers.notebook import PROJECT_ROOT
 from helpers.reports import read_trec_run
@@ -177,6 +179,93 @@ def test_bad_inputs_fail_before_encoding_and_name_the_parameter(collection):
         E.evaluate_configuration(
             encoder, collection, CUTOFFS, 1, index=first.index, query_vectors=np.zeros((2, 8))
         )
+
+
+def test_corpus_texts_are_what_evaluate_configuration_encodes(collection):
+    seen = []
+
+    class Recording(InstructedMock):
+        def encode_corpus(self, texts):
+            seen.append(list(texts))
+            return super().encode_corpus(texts)
+
+    result = E.evaluate_configuration(Recording(), collection, CUTOFFS, 1)
+    expected = [f"passage number {i} about topic {i % 5}" for i in range(40)]
+    assert E.corpus_texts(collection) == expected and seen == [expected]
+    assert result.doc_ids == [f"d{i:02d}" for i in range(40)]
+
+
+def test_auto_index_of_a_small_collection_is_flat_and_reported(collection):
+    encoder = InstructedMock()
+    result = E.evaluate_configuration(encoder, collection, CUTOFFS, 2, factory="auto")
+    tuning = result.tuning
+    assert tuning is not None and (tuning.factory, tuning.search_params) == ("Flat", "")
+    assert result.index.factory == "Flat" and tuning.target_recall == 0.99
+    assert tuning.num_vectors == 40 and tuning.sample_queries == 6
+    assert "fewer than 50,000" in tuning.summary()
+    explicit = E.evaluate_configuration(encoder, collection, CUTOFFS, 2, target_recall=0.5)
+    assert explicit.tuning is None and result.run == explicit.run
+    record = E.results_record(result, encoder, collection, dataset="d", parameters={})
+    assert record["index_tuning"] == tuning.as_dict()
+    assert list(record).index("index_tuning") == list(record).index("search_params") + 1
+    plain = E.results_record(explicit, encoder, collection, dataset="d", parameters={})
+    assert "index_tuning" not in plain
+    # a second configuration searching the first one's index tunes nothing
+    second = E.evaluate_configuration(
+        InstructedMock("Q: "), collection, CUTOFFS, 2, factory="auto", index=result.index
+    )
+    assert second.tuning is None and second.index is result.index
+
+
+def test_auto_index_is_saved_loaded_and_searched_as_an_explicit_one(tmp_path, monkeypatch):
+    corpus = {f"d{i:03d}": f"passage {i}" for i in range(600)}
+    queries = {f"q{i}": f"question {i}" for i in range(30)}
+    data = RetrievalData(
+        "toy", "beir", "test", queries, corpus, {q: {f"d{i:03d}": 1} for i, q in enumerate(queries)}
+    )
+    measured = tune.time_search
+
+    def flat_slowed(index, vectors, k):  # the choice must not hang on this machine's timings
+        positions, qps = measured(index, vectors, k)
+        return positions, qps / 1000 if index.factory == "Flat" else qps
+
+    monkeypatch.setattr(tune, "time_search", flat_slowed)
+    monkeypatch.setattr(
+        E, "tune_index", functools.partial(tune.tune_index, min_vectors=0, candidates=["IVF8,Flat"])
+    )
+    encoder = InstructedMock(dim=16)
+    result = E.evaluate_configuration(
+        encoder, data, CUTOFFS, 1, factory="auto", target_recall=0.9, index_folder=tmp_path / "ix"
+    )
+    tuning = result.tuning
+    assert tuning is not None and tuning.factory == "IVF8,Flat"
+    assert tuning.search_params.startswith("nprobe=") and tuning.search_params != "nprobe=8"
+    assert (result.index.factory, result.index.search_params) == ("IVF8,Flat", tuning.search_params)
+    meta = json.loads((tmp_path / "ix" / "index_meta.json").read_text())
+    assert (meta["factory"], meta["search_params"]) == ("IVF8,Flat", tuning.search_params)
+    explicit = E.evaluate_configuration(
+        encoder, data, CUTOFFS, 1, factory="IVF8,Flat", search_params=tuning.search_params
+    )
+    assert result.run == explicit.run
+    exact = _brute_force_run(encoder, data, 10)
+    recall = np.mean([len(set(result.run[q]) & set(exact[q])) / 10 for q in queries])
+    assert recall >= 0.9 and tuning.recall == pytest.approx(recall, abs=1e-12)
+
+
+def test_auto_settings_are_checked_before_encoding(collection):
+    encoder = InstructedMock()
+    with pytest.raises(ValueError, match="search_params: index_factory 'auto' chooses them"):
+        E.evaluate_configuration(
+            encoder, collection, CUTOFFS, 1, factory="auto", search_params="nprobe=8"
+        )
+    for bad in (0, 1.5, -1, float("nan"), "high", True):
+        with pytest.raises(ValueError, match=r"target_recall: .* in \(0, 1\]"):
+            E.evaluate_configuration(
+                encoder, collection, CUTOFFS, 1, factory="auto", target_recall=bad
+            )
+    with pytest.raises(ValueError, match="target_recall"):  # checked with any factory
+        E.evaluate_configuration(encoder, collection, CUTOFFS, 1, target_recall=2)
+    assert (encoder.corpus_calls, encoder.query_calls) == (0, 0)
 
 
 def _expected_fingerprint(data: RetrievalData) -> str:

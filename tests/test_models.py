@@ -70,12 +70,6 @@ def test_query_instruction_is_applied_to_queries_only(encoders):
     assert not np.allclose(st.encode_queries(TEXTS[:1]), plain.encode_queries(TEXTS[:1]), atol=1e-3)
 
 
-def test_fp16_is_not_used_on_cpu():
-    encoder = load_encoder(DEFAULT_MODEL, use_fp16=True, device="cpu")
-    assert encoder.use_fp16 is False
-    assert encoder.settings()["use_fp16"] is False
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -130,16 +124,18 @@ def test_a_float16_checkpoint_runs_in_float32_unless_fp16_is_asked(fp16_checkpoi
     assert 0.999 < float(np.min(np.sum(vectors["pipeline"] * original, axis=1))) < 1.0
 
 
-def test_dtype_resolution(caplog):
-    from helpers.models import resolve_dtype
+def test_dtype_resolution(monkeypatch):
+    """Half precision on the CPU: tests/test_bf16_cpu.py."""
+    from helpers.models import device, resolve_dtype
 
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx2"}))  # no bfloat16
     assert resolve_dtype(None, False, ["cuda"]) == "float32"
+    assert resolve_dtype(None, False, ["cpu"]) == "float32"
     assert resolve_dtype(None, True, ["cuda:0", "cuda:1"]) == "float16"
     assert resolve_dtype("bfloat16", False, ["cuda:1"]) == "bfloat16"
-    with caplog.at_level("WARNING"):
-        assert resolve_dtype("bfloat16", False, ["cpu"]) == "float32"
-        assert resolve_dtype("float16", False, ["cuda:0", "cpu"]) == "float32"
-    assert "only used on a GPU" in caplog.text
+    for dtype in ("bfloat16", "float16"):  # never float32 in their place
+        with pytest.raises(ModelError, match="dtype: .*float32 is used by default"):
+            resolve_dtype(dtype, False, ["cuda:0", "cpu"])
     with pytest.raises(ModelError, match=r"dtype: expected one of \['float32'"):
         resolve_dtype("fp8", False, ["cuda"])
     with pytest.raises(ModelError, match="contradicts use_fp16"):
@@ -158,7 +154,7 @@ def test_bfloat16_on_a_gpu_without_it_is_named(monkeypatch):
     assert resolve_dtype("float16", False, ["cuda:0"]) == "float16"
 
 
-def test_dtype_is_checked_before_loading(caplog):
+def test_dtype_is_checked_before_loading():
     from helpers.models import check_encoder_settings
 
     for bad in ({"dtype": "half"}, {"dtype": "bfloat16", "use_fp16": True}):
@@ -166,15 +162,15 @@ def test_dtype_is_checked_before_loading(caplog):
             check_encoder_settings("pipeline", 8, **bad)
         with pytest.raises(ModelError, match="dtype: "):
             load_encoder(model="./no/such/model", **bad)  # the dtype is named, not the model
-    encoder = load_encoder(backend="flagembedding", dtype="bfloat16", device="cpu")
-    assert encoder.dtype == "float32" and encoder.settings()["dtype"] == "float32"
-    assert encoder.fingerprint("query")["dtype"] == "float32"
+    with pytest.raises(ModelError, match="dtype: float16 runs on a GPU only"):
+        load_encoder(model="./no/such/model", dtype="float16", device="cpu")
 
 
 @pytest.mark.parametrize("backend", ["pipeline", "sentence-transformers", "flagembedding"])
 def test_each_backend_loads_in_the_dtype_asked(fp16_checkpoint, backend):
-    """The cast itself (half precision is a GPU setting, so ``_load`` is called directly on
-    the CPU): a float16 checkpoint loaded as bfloat16, keyed and encoded as such."""
+    """The cast itself (``build_encoder`` called directly, so that it runs on any CPU,
+    natively bfloat16 or not): a float16 checkpoint loaded as bfloat16, keyed, encoded
+    and pooled as such, still in bfloat16 after encoding."""
     import torch
 
     from helpers.models import EncoderSpec, build_encoder, parse_devices
@@ -187,14 +183,16 @@ def test_each_backend_loads_in_the_dtype_asked(fp16_checkpoint, backend):
     encoder = build_encoder(spec)
     model = encoder.model.model if backend == "flagembedding" else encoder.model
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    assert encoder.fingerprint("document")["dtype"] == "bfloat16"
-    if backend != "flagembedding":  # FlagModel casts itself to float32 on the CPU
-        reference = load_encoder(fp16_checkpoint, backend=backend, device="cpu")
-        vectors = encoder.encode_corpus(TEXTS)
-        # unit length in float32 (sentence-transformers normalises in bfloat16: off by 4e-3)
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
-        cosines = np.sum(vectors * reference.encode_corpus(TEXTS), axis=1)
-        assert 0.999 < float(cosines.min()) and float(cosines.mean()) < 1.0 - 1e-7
+    fingerprint = encoder.fingerprint("document")
+    assert (fingerprint["dtype"], fingerprint["pooling_dtype"]) == ("bfloat16", "float32")
+    reference = load_encoder(fp16_checkpoint, backend=backend, device="cpu")
+    vectors = encoder.encode_corpus(TEXTS)
+    # unit length in float32 (sentence-transformers alone normalises in bfloat16: off by 4e-3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    cosines = np.sum(vectors * reference.encode_corpus(TEXTS), axis=1)
+    assert 0.999 < float(cosines.min()) and float(cosines.mean()) < 1.0 - 1e-7
+    # FlagModel on the device "cpu" would have cast itself back to float32
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:1", "cpu,cuda:3"])
@@ -230,14 +228,17 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     assert weights_fingerprint(tmp_path) != first
 
 
-def test_one_dtype_policy_for_notebook_1_and_the_mteb_glue():
+def test_one_dtype_policy_for_notebook_1_and_the_mteb_glue(monkeypatch):
     from helpers.cache import DEFAULT_CHUNK_SIZE
-    from helpers.models import GPU_CHUNK_SIZE, chunk_size_for, load_dtype
+    from helpers.models import GPU_CHUNK_SIZE, chunk_size_for, device, load_dtype
 
-    # notebook 1: float32 unless asked, half precision on a GPU only
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    # notebook 1: float32 unless asked; float16 on a GPU only, bfloat16 where it is native
     assert load_dtype(None, False, ["cuda"]) == "float32"
     assert load_dtype("", True, ["cuda:0"]) == "float16"
-    assert load_dtype("bfloat16", False, ["cpu"]) == "float32"
+    assert load_dtype("bfloat16", False, ["cpu"]) == "bfloat16"
+    with pytest.raises(ModelError, match="use_fp16: float16 runs on a GPU only"):
+        load_dtype("", True, ["cpu"])
     # the MTEB glue: the checkpoint's dtype on a GPU (None), float32 on the CPU
     assert load_dtype(None, False, ["cuda"], checkpoint_on_gpu=True) is None
     assert load_dtype("", False, ["cuda:1"], checkpoint_on_gpu=True) is None

@@ -16,11 +16,20 @@ Caching an encoder is a wrapper on the models side: :func:`helpers.models.cached
 """
 
 from helpers.cache.keys import cache_key, settings_key, texts_fingerprint
-from helpers.cache.store import DEFAULT_CHUNK_SIZE, EmbeddingCache, StreamFn, check_window
+from helpers.cache.store import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkWork,
+    EmbeddingCache,
+    EntryPlan,
+    StreamFn,
+    check_window,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "ChunkWork",
     "EmbeddingCache",
+    "EntryPlan",
     "StreamFn",
     "cache_key",
     "check_window",

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,57 @@ StreamFn = Callable[[Iterable[Sequence[str]]], Iterable[np.ndarray]]
 """Given an iterable of chunks of texts, yields their embeddings in turn."""
 
 
+@dataclass(frozen=True)
+class EntryPlan:
+    """An entry of an in-memory list of texts, opened, and which of its chunks are done.
+
+    Attributes:
+        key: the entry's key (:func:`~helpers.cache.cache_key` of the settings and texts).
+        rows: the texts (rows) in the entry.
+        chunk_size: rows per chunk (the entry's own: the one it began with).
+        found: the chunks already complete and verified (their SHA-256 checked), in order.
+        missing: the chunks still to compute (absent, unfinished or damaged), in order.
+    """
+
+    key: str
+    rows: int
+    chunk_size: int
+    found: tuple[int, ...]
+    missing: tuple[int, ...]
+
+    @property
+    def chunks(self) -> int:
+        """The number of chunks in the entry."""
+        return -(-self.rows // self.chunk_size)
+
+    def span(self, index: int) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of chunk ``index``.
+
+        Raises:
+            ValueError: naming ``index`` when the entry has no such chunk.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.chunks:
+            raise ValueError(f"index: expected a chunk number in [0, {self.chunks}), got {index!r}")
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.rows)
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What :meth:`EmbeddingCache.compute_chunks` did with the chunks it was given.
+
+    Attributes:
+        computed: chunks encoded and written here.
+        found: chunks read instead (complete already, or written meanwhile by another
+            writer, including those waited for).
+        waited: of ``found``, the chunks waited for while another writer computed them.
+    """
+
+    computed: int
+    found: int
+    waited: int
+
+
 def check_window(window: int) -> int:
     """``window`` (chunks of a streamed corpus read ahead) once checked.
 
@@ -66,6 +118,10 @@ class EmbeddingCache:
     read it; a lock whose holder died (this host: at once; another host: once it has not
     been refreshed for ``lock_stale_s``) is taken over. Correctness never rests on the
     locks alone: every chunk is read only when its bytes have the SHA-256 of its manifest.
+    The work of one entry can also be split between writers on purpose: :meth:`plan_entry`
+    says which chunks are missing, and each writer computes its share with
+    :meth:`compute_chunks` (:func:`helpers.distributed.encode_corpus_on_ray` gives the
+    shares to Ray workers), after which :meth:`encode` reads them all.
 
     Args:
         root: the cache folder.
@@ -160,6 +216,101 @@ class EmbeddingCache:
         bar = _bar(progress, -(-len(texts) // chunk_size), "chunk")
         for _, vectors in self._serve(key, chunks, encode_fn, stream_fn, None, bar):
             yield vectors
+
+    def plan_entry(
+        self, texts: Sequence[str], settings: Mapping[str, Any], key: str | None = None
+    ) -> EntryPlan:
+        """Open the entry of ``texts`` encoded with ``settings`` (its folder and
+        ``meta.json``, exactly as :meth:`encode` does) and say which of its chunks are
+        done: for handing the missing ones to other writers (:meth:`compute_chunks`, e.g.
+        one per Ray worker) that :meth:`encode` will then read.
+
+        Every complete chunk is read and its SHA-256 checked; a damaged one is missing.
+        The counters (``hits``, ...) are left as they are.
+
+        Args:
+            texts: the texts, in order.
+            settings: everything besides the texts that changes the vectors.
+            key: the entry's key when already computed (:func:`~helpers.cache.cache_key`
+                of ``settings`` and ``texts``).
+
+        Returns:
+            The entry's key, size, chunk size, and its found and missing chunks.
+        """
+        key = key or cache_key(settings, texts)
+        meta = {"settings": dict(settings), "rows": len(texts)}
+        chunk_size = open_entry(self.folder(key), meta, self.chunk_size, self.lock_stale_s)
+        found: list[int] = []
+        missing: list[int] = []
+        for index, start in enumerate(range(0, len(texts), chunk_size)):
+            rows = min(chunk_size, len(texts) - start)
+            done = read_chunk(self.folder(key), index, rows, "", warn=False) is not None
+            (found if done else missing).append(index)
+        return EntryPlan(key, len(texts), chunk_size, tuple(found), tuple(missing))
+
+    def compute_chunks(
+        self,
+        key: str,
+        settings: Mapping[str, Any],
+        rows: int,
+        chunks: Mapping[int, Sequence[str]],
+        encode_fn: Callable[[Sequence[str]], np.ndarray],
+        stream_fn: StreamFn | None = None,
+    ) -> ChunkWork:
+        """Make sure the given chunks of an entry are in the cache, computing only those
+        missing: the part of :meth:`encode` one of several writers does (a Ray worker
+        given a shard of the chunks of :meth:`plan_entry`).
+
+        Each chunk is claimed by its lock, exactly as in :meth:`encode`: a chunk complete
+        already (or written meanwhile) is read, never computed again; one another writer
+        holds is waited for and read; so no two writers write one chunk, and the vectors
+        written are those :meth:`encode` would write (a chunk's texts go to the encoder
+        alone or, with ``stream_fn``, in one stream with this call's other missing chunks,
+        in index order, as :meth:`encode` gives them).
+
+        Args:
+            key: the entry's key (:attr:`EntryPlan.key`).
+            settings: what the key was made of (written to ``meta.json`` if absent).
+            rows: the entry's number of texts.
+            chunks: chunk number -> that chunk's texts (rows ``[i * chunk_size, ...)`` of
+                the entry's texts, with the entry's chunk size).
+            encode_fn: computes the embeddings of a list of texts (float32, one row each).
+            stream_fn: optional; as in :meth:`encode`.
+
+        Returns:
+            How many chunks were computed here, and how many found.
+
+        Raises:
+            ValueError: naming ``rows`` or ``chunks`` when a chunk number is outside the
+                entry or a chunk does not hold the entry's number of rows for it.
+        """
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ValueError(f"rows: expected the entry's number of texts (>= 0), got {rows!r}")
+        meta = {"settings": dict(settings), "rows": rows}
+        chunk_size = open_entry(self.folder(key), meta, self.chunk_size, self.lock_stale_s)
+        entry = EntryPlan(key, rows, chunk_size, (), ())
+        where = f"an entry of {rows} rows in chunks of {chunk_size}"
+        for index, texts in chunks.items():
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise ValueError(f"chunks: expected integer chunk numbers, got {index!r}")
+            if not 0 <= index < entry.chunks:
+                raise ValueError(
+                    f"chunks: {where} has chunks 0 to {entry.chunks - 1}, got chunk {index}"
+                )
+            start, stop = entry.span(index)
+            if len(texts) != stop - start:
+                raise ValueError(
+                    f"chunks: chunk {index} of {where} holds {stop - start} texts, got {len(texts)}"
+                )
+        before = (self.computed_chunks, self.hits, self.waited_chunks)
+        given = ((index, chunks[index], "") for index in sorted(chunks))
+        for _ in self._serve(key, given, encode_fn, stream_fn, None, None):
+            pass
+        return ChunkWork(
+            computed=self.computed_chunks - before[0],
+            found=self.hits - before[1],
+            waited=self.waited_chunks - before[2],
+        )
 
     def encode_records(
         self,

@@ -5,7 +5,8 @@ parameters, training sizes: checked before any vector is computed),
 :mod:`~helpers.index.gpu` (FAISS's GPU index, exact torch search),
 :mod:`~helpers.index.doc_index` (:class:`DocIndex`: search, devices, save/load) and
 :mod:`~helpers.index.build` (building from vectors, chunks or a stream; cost estimates;
-top-k overlap).
+top-k overlap) and :mod:`~helpers.index.tune` (``index_factory="auto"``: the fastest
+setting that keeps a target recall of exact search).
 """
 
 from helpers.index.build import (
@@ -23,8 +24,26 @@ from helpers.index.checks import (
     check_search_params,
 )
 from helpers.index.doc_index import IDS_FILE, INDEX_FILE, META_FILE, DocIndex
+from helpers.index.tune import (
+    AUTO_FACTORY,
+    DEFAULT_TARGET_RECALL,
+    MIN_VECTORS_FOR_APPROXIMATE,
+    Trial,
+    TunedIndex,
+    TuneReport,
+    check_target_recall,
+    default_candidates,
+    is_auto,
+    recall_of_exact,
+    sweep_search_params,
+    time_search,
+    tune_index,
+)
 
 __all__ = [
+    "AUTO_FACTORY",
+    "DEFAULT_TARGET_RECALL",
+    "MIN_VECTORS_FOR_APPROXIMATE",
     "IDS_FILE",
     "INDEX_FILE",
     "META_FILE",
@@ -32,11 +51,21 @@ __all__ = [
     "TRAINING_POINTS_PER_CENTROID",
     "DocIndex",
     "SearchIndexError",
+    "Trial",
+    "TuneReport",
+    "TunedIndex",
     "build_index",
     "build_index_from_chunks",
     "build_index_from_stream",
     "check_factory",
     "check_search_params",
+    "check_target_recall",
+    "default_candidates",
     "estimate_resources",
+    "is_auto",
+    "recall_of_exact",
+    "sweep_search_params",
+    "time_search",
     "top_k_overlap",
+    "tune_index",
 ]

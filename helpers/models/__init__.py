@@ -2,7 +2,8 @@
 
 - :mod:`~helpers.models.identity`: where a model loads from (the embedded default offline),
   what shapes its vectors (pooling, maximum length, normalisation), its weights' hash.
-- :mod:`~helpers.models.device`: devices, dtypes and chunk sizes, for every caller.
+- :mod:`~helpers.models.device`: devices, dtypes (bfloat16 on a GPU or a CPU with AMX or
+  AVX512-BF16, :func:`cpu_bf16_support`) and chunk sizes, for every caller.
 - :mod:`~helpers.models.base`: the :class:`Encoder` interface and what every encoder
   shares: :meth:`~EncoderBase.fingerprint` (what the embedding cache keys on),
   :meth:`~EncoderBase.model_fingerprint` (what a saved index records),
@@ -15,16 +16,24 @@
   encoder can take.
 """
 
-from helpers.models.backends import FlagModelEncoder, PipelineEncoder, SentenceTransformerEncoder
+from helpers.models.backends import (
+    FlagModelEncoder,
+    PipelineEncoder,
+    SentenceTransformerEncoder,
+    pool_in_float32,
+)
 from helpers.models.base import CACHE_VERSION, KINDS, Encoder, EncoderBase, StreamFn
 from helpers.models.caching import CachingEncoder, cached
 from helpers.models.device import (
+    CPU_BF16_FLAGS,
     DTYPES,
     GPU_CHUNK_SIZE,
     DeviceSpec,
     check_bf16,
+    check_cpu_bf16,
     check_dtype,
     chunk_size_for,
+    cpu_bf16_support,
     device_type,
     load_dtype,
     model_dtype,
@@ -58,6 +67,7 @@ from helpers.models.loading import (
 __all__ = [
     "BACKENDS",
     "CACHE_VERSION",
+    "CPU_BF16_FLAGS",
     "DEFAULT_MODEL",
     "DTYPES",
     "EMBEDDED_ALIASES",
@@ -77,10 +87,12 @@ __all__ = [
     "build_encoder",
     "cached",
     "check_bf16",
+    "check_cpu_bf16",
     "check_dtype",
     "check_encoder_settings",
     "check_workers",
     "chunk_size_for",
+    "cpu_bf16_support",
     "device_type",
     "embedded_revision",
     "library_versions",
@@ -89,6 +101,7 @@ __all__ = [
     "model_dtype",
     "parse_devices",
     "pick_device",
+    "pool_in_float32",
     "read_model_config",
     "resolve_dtype",
     "resolve_model",

@@ -124,6 +124,9 @@ class EncoderBase:
         dtype: the dtype the model runs in.
         normalize: True: unit vectors always (notebook 1); None: as the model's own
             modules say (the MTEB glue, as mteb encodes).
+        pools_in_float32: the vectors are pooled and normalised in float32 whatever the
+            model's dtype (every backend, except sentence-transformers on a model with
+            weights after its transformer: see :mod:`helpers.models.backends`).
     """
 
     name: str
@@ -140,6 +143,7 @@ class EncoderBase:
     devices: list[str] = field(default_factory=list)
     dtype: str = "float32"
     normalize: bool | None = True
+    pools_in_float32: bool = True
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed queries (with the query instruction), float32, one row per text."""
@@ -198,7 +202,9 @@ class EncoderBase:
         as the MTEB glue always has): model name and weights, what encodes
         (``"helpers-pipeline"`` or ``"mteb-sentence-transformers"``), device type,
         library versions, the dtype the weights are in at the call, ``prompt`` as
-        :meth:`prompt_prefix` completes it, and ``prompt_type``.
+        :meth:`prompt_prefix` completes it, and ``prompt_type``. Either kind, when the
+        dtype is not float32, also holds ``"pooling_dtype"``, the dtype the vectors are
+        pooled in (float32 keys are as they always were).
 
         Raises:
             ValueError: naming ``kind`` when it is none of :data:`KINDS`.
@@ -210,16 +216,18 @@ class EncoderBase:
             prefix = self.prompt_prefix(prompt, prompt_type)  # raises for FlagModel
             # the MTEB key's name for what encodes: its values are kept as they were
             encodes = "helpers-pipeline" if self.uses_pipeline else "mteb-sentence-transformers"
+            # read at each call: mteb users may cast the model after loading it
+            dtype = weights_dtype(self.model)
             return {
                 "model": self.name,
                 "weights": weights,
                 "backend": encodes,
                 "device": device_type(self.device),
                 "versions": library_versions(),
-                # read at each call: mteb users may cast the model after loading it
-                "dtype": weights_dtype(self.model),
+                "dtype": dtype,
                 "prompt": prefix,
                 "prompt_type": str(prompt_type),
+                **self._pooling_dtype(dtype),
             }
         local = bool(self.path) and Path(self.path).is_dir()
         cfg = read_model_config(self.path) if local else None
@@ -236,7 +244,17 @@ class EncoderBase:
             "kind": kind,
             "instruction": self.query_instruction if kind == "query" else "",
             "versions": library_versions(),
+            **self._pooling_dtype(self.dtype),
         }
+
+    def _pooling_dtype(self, dtype: str) -> dict[str, str]:
+        """The key's ``pooling_dtype`` for a model running in ``dtype``: nothing in float32
+        (so float32 keys stay as they were); else float32 where :attr:`pools_in_float32`,
+        otherwise ``dtype`` (half-precision entries pooled before pooling was done in
+        float32 hold no such field, and are never read for these)."""
+        if dtype == "float32":
+            return {}
+        return {"pooling_dtype": "float32" if self.pools_in_float32 else dtype}
 
     @property
     def uses_pipeline(self) -> bool:

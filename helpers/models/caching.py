@@ -110,6 +110,7 @@ class CachingEncoder:
             texts,
             self.encoder.fingerprint("mteb", prompt, prompt_type),
             encode,
+            progress=self.encoder.show_progress,
             stream_fn=self.encoder.stream_fn("mteb", prompt, prompt_type),
         )
 

@@ -41,6 +41,7 @@ A notebook's cells, in order::
     comparison = G.comparison_frame(summary, name, G.published_scores(), references)
     print(G.reproduction_summary(comparison, summary))
     print(G.failure_report(outcomes, tasks, data_root))
+    # several models: G.leaderboard_frame({name: summary, ...}, G.published_scores(), references)
     G.model_card(name, tasks, out, card); print(G.submission_instructions(out, meta))
 """
 
@@ -61,9 +62,12 @@ from helpers.mteb_glue.local_data import (
 )
 from helpers.mteb_glue.model import load_mteb_model, model_meta
 from helpers.mteb_glue.results import (
+    MISSING_REASONS,
+    PUBLISHED_SUFFIX,
     REPRODUCTION_CAUSES,
     compare_with_published,
     failure_report,
+    leaderboard,
     load_task_results,
     main_scores,
     reproduction_summary,
@@ -71,6 +75,7 @@ from helpers.mteb_glue.results import (
     scores_at_cutoffs,
     summarize,
     summary_text,
+    task_averages,
 )
 from helpers.mteb_glue.runner import (
     LOCAL_PREFIX,
@@ -86,8 +91,10 @@ from helpers.mteb_glue.selection import BENCHMARK_ALIASES, select_tasks, task_ty
 from helpers.mteb_glue.tables import (
     averages_frame,
     comparison_frame,
+    leaderboard_frame,
     outcomes_frame,
     per_task_frame,
+    type_leaderboard_frame,
 )
 from helpers.mteb_glue.task_files import (
     expected_sizes,
@@ -100,7 +107,9 @@ from helpers.mteb_glue.task_files import (
 __all__ = [
     "BENCHMARK_ALIASES",
     "LOCAL_PREFIX",
+    "MISSING_REASONS",
     "PUBLISHED_SCORES_FILE",
+    "PUBLISHED_SUFFIX",
     "REPRODUCTION_CAUSES",
     "SUBMISSION_NOTE",
     "LocalSource",
@@ -114,6 +123,8 @@ __all__ = [
     "expected_sizes",
     "failure_report",
     "is_finished",
+    "leaderboard",
+    "leaderboard_frame",
     "load_mteb_model",
     "load_task_results",
     "local_data_mismatch",
@@ -139,6 +150,8 @@ __all__ = [
     "submission_instructions",
     "summarize",
     "summary_text",
+    "task_averages",
     "task_types",
+    "type_leaderboard_frame",
     "use_local_data",
 ]

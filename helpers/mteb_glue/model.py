@@ -59,6 +59,7 @@ def load_mteb_model(
     workers: int | None = None,
     pipeline: bool = True,
     dtype: str | None = None,
+    show_progress: bool = False,
 ) -> Any:
     """Load a sentence-transformers model as an mteb encoder that carries its real identity.
 
@@ -80,9 +81,14 @@ def load_mteb_model(
             ``batch_size`` applies to sentence-transformers.
         workers: the pipeline's tokenising threads (None: by device).
         pipeline: use the helpers' pipeline where the model allows.
-        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision on a GPU
-            only); None: on a GPU, the dtype the checkpoint is stored in (as mteb loads
-            it), on the CPU float32 (:func:`helpers.models.load_dtype`).
+        dtype: what the model runs in: ``"float32"``, ``"bfloat16"`` (a GPU that has
+            it, or a CPU with AMX or AVX512-BF16) or ``"float16"`` (a GPU only); None
+            (or ``""``): on a GPU, the dtype the checkpoint is stored in (as mteb loads
+            it), on the CPU float32 (:func:`helpers.models.load_dtype`). The vectors are
+            pooled and normalised in float32 whatever the dtype, and the embedding
+            cache keys on it, so entries of one dtype never serve another.
+        show_progress: progress bars while encoding (the pipeline's, and the cache's over
+            its chunks); they change nothing in the vectors or the cache key.
 
     Returns:
         mteb's ``SentenceTransformerEncoderWrapper`` with ``encoder`` (the project's
@@ -90,11 +96,13 @@ def load_mteb_model(
 
     Raises:
         helpers.models.ModelError: when the model cannot be resolved or loaded, or for a
-            device, dtype or worker count that does not fit.
+            device, dtype or worker count that does not fit (a dtype that cannot run on
+            the device is an error naming ``dtype``, never replaced by float32).
     """
     check_workers(workers)
-    path, _ = resolve_model(model)
     devices = [pick_device(device)]
+    run_dtype = load_dtype(dtype, False, devices, checkpoint_on_gpu=True)
+    path, _ = resolve_model(model)
     meta = model_meta(model)
     spec = EncoderSpec(
         model=model,
@@ -103,10 +111,11 @@ def load_mteb_model(
         revision=str(meta.revision),
         backend="pipeline" if pipeline else "sentence-transformers",
         devices=tuple(devices),
-        dtype=load_dtype(dtype, False, devices, checkpoint_on_gpu=True),
+        dtype=run_dtype,
         batch_size=batch_size or (256 if devices[0].startswith("cuda") else 64),
         workers=workers,
         normalize=None,  # as mteb encodes: the model's own Normalize module, if any
+        show_progress=show_progress,
     )
     encoder = build_encoder(spec)
     wrapper: Any = _wrapper_class()(encoder.model)

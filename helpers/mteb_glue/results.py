@@ -8,7 +8,7 @@ A summary counts only results that stand for the task's data now
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,8 @@ def summarize(
         "main_score"}}, "per_type": {type: mean}, "mean_task", "mean_task_type" (NaN
         without tasks), "missing": [every selected task without a counted score],
         "failed": [tasks failed in this run], "stale": [tasks whose result comes from other
-        data], "reasons": {task: why it is missing}}``.
+        data], "reasons": {task: why it is missing}, "task_info": {task: {"type", "metric",
+        "split"}} for every selected task}``; the averages as :func:`task_averages`.
     """
     by_name = {r.task_name: r for r in results}
     failed_now = {o.task: o.error for o in outcomes or () if o.status == "failed"}
@@ -137,13 +138,45 @@ def summarize(
             "split": ",".join(splits),
             "main_score": sum(splits.values()) / len(splits),
         }
+    return {
+        "tasks": [t.metadata.name for t in tasks],
+        "per_task": per_task,
+        **task_averages(per_task),
+        "missing": [t.metadata.name for t in tasks if t.metadata.name not in per_task],
+        "failed": failed,
+        "stale": stale,
+        "reasons": reasons,
+        "task_info": {
+            t.metadata.name: {
+                "type": t.metadata.type,
+                "metric": t.metadata.main_score,
+                "split": ",".join(t.metadata.eval_splits),
+            }
+            for t in tasks
+        },
+    }
+
+
+def task_averages(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The leaderboard's averages of main scores, defined here once.
+
+    ``per_type``: the mean over the tasks of each type; ``mean_task`` (Mean (Task)): the
+    mean over tasks; ``mean_task_type`` (Mean (TaskType)): the mean of the per-type means,
+    so that many tasks of one type do not outweigh a type with few. NaN without tasks.
+
+    Args:
+        per_task: task -> ``{"type": str, "main_score": float, ...}`` (the tasks with a
+            score; others are simply absent).
+
+    Returns:
+        ``{"per_type": {type: mean} (types sorted), "mean_task": float,
+        "mean_task_type": float}``.
+    """
     per_type: dict[str, list[float]] = {}
     for row in per_task.values():
         per_type.setdefault(row["type"], []).append(row["main_score"])
     type_means = {t: sum(v) / len(v) for t, v in sorted(per_type.items())}
     return {
-        "tasks": [t.metadata.name for t in tasks],
-        "per_task": per_task,
         "per_type": type_means,
         "mean_task": sum(r["main_score"] for r in per_task.values()) / len(per_task)
         if per_task
@@ -151,10 +184,6 @@ def summarize(
         "mean_task_type": sum(type_means.values()) / len(type_means)
         if type_means
         else float("nan"),
-        "missing": [t.metadata.name for t in tasks if t.metadata.name not in per_task],
-        "failed": failed,
-        "stale": stale,
-        "reasons": reasons,
     }
 
 
@@ -304,7 +333,11 @@ REPRODUCTION_CAUSES = (
     "dataset revision (the task's pinned revision vs the data you loaded)",
     "split (test vs dev; MSMARCO is scored on dev)",
     "exclusion of identical query/document ids (ArguAna and other tasks ignore them)",
-    "fp16/bf16 instead of fp32 encoding",
+    (
+        "the dtype the model ran in (the dtype parameter; settings.dtype in the cache entry): "
+        "bfloat16 or float16 instead of float32 moves a score by about 1e-4 "
+        "(all-MiniLM-L6-v2 on STSBenchmark: 0.82050 in bfloat16, 0.82033 in float32)"
+    ),
     "maximum sequence length (truncation)",
 )
 """Known causes to check when a score does not reproduce its published value."""
@@ -349,3 +382,110 @@ def compare_with_published(
             }
         )
     return rows
+
+
+PUBLISHED_SUFFIX = " (published)"
+"""What a published-score column's name ends with in :func:`leaderboard`."""
+
+MISSING_REASONS = ("failed", "stale", "no result")
+"""Why a model has no score for a task in :func:`leaderboard`, in the order shown: failed
+in this run, its result comes from other data, or no result file."""
+
+
+def _task_order(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every task of the summaries, in the order of the first that lists it."""
+    order: dict[str, None] = {}
+    for summary in summaries.values():
+        names = summary.get("tasks") or [*summary["per_task"], *summary.get("missing", ())]
+        order.update(dict.fromkeys(names))
+    return list(order)
+
+
+def _task_field(summaries: Mapping[str, Mapping[str, Any]], task: str, field: str) -> str:
+    """A task's ``type`` or ``split`` from whichever summary knows it (``""``: none)."""
+    for summary in summaries.values():
+        info = summary.get("task_info", {}).get(task) or summary["per_task"].get(task)
+        if info and info.get(field):
+            return str(info[field])
+    return ""
+
+
+def _missing_reason(summary: Mapping[str, Any], task: str) -> str:
+    if task in summary.get("failed", ()):
+        return "failed"
+    if task in summary.get("stale", ()):
+        return "stale"
+    return "no result"
+
+
+def leaderboard(
+    summaries: Mapping[str, Mapping[str, Any]],
+    published: Mapping[tuple[str, str, str], float],
+    references: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Several models' summaries side by side, with published scores beside them.
+
+    One column per evaluated model (its counted main scores, :func:`summarize`), then for
+    each evaluated model its published scores (``"<model> (published)"``, missing where
+    none is published), then each reference model's published scores
+    (``"<reference> (published)"``; a reference that is also evaluated is not repeated).
+    Every column's averages are :func:`task_averages` of the tasks it has a score for:
+    for an evaluated model, the values of its own summary.
+
+    Args:
+        summaries: model name -> :func:`summarize`'s summary of its results; the name is
+            the one published scores are filed under (``org/name``, the model's
+            ``mteb_model_meta.name``), in the order the columns take.
+        published: from :func:`helpers.mteb_glue.published_scores`.
+        references: other models whose published scores get a column each.
+
+    Returns:
+        ``{"tasks": [every task, in the order of the first summary listing it], "types":
+        {task: type ("" when no summary knows it)}, "columns": [column names, in order],
+        "models": {column: model}, "scores": {column: {task: score}} (only tasks with a
+        score), "averages": {column: task_averages(...)}, "missing": {task: {model:
+        "failed" | "stale" | "no result"}} for the evaluated models without a counted
+        score}``.
+    """
+    tasks = _task_order(summaries)
+    types = {t: _task_field(summaries, t, "type") for t in tasks}
+    splits = {t: _task_field(summaries, t, "split") for t in tasks}
+    models: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    missing: dict[str, dict[str, str]] = {}
+    for model, summary in summaries.items():
+        models[model] = model
+        scores[model] = {
+            t: float(summary["per_task"][t]["main_score"])
+            for t in tasks
+            if t in summary["per_task"]
+        }
+        for task in tasks:
+            if task not in scores[model]:
+                missing.setdefault(task, {})[model] = _missing_reason(summary, task)
+    shown = [*summaries, *(r for r in references if r not in summaries)]
+    for model in shown:
+        column = model + PUBLISHED_SUFFIX
+        models[column] = model
+        scores[column] = {
+            t: float(published[model, t, splits[t]])
+            for t in tasks
+            if (model, t, splits[t]) in published
+        }
+    averages = {  # an evaluated model's: from its summary's rows, in its own order
+        column: task_averages(
+            summaries[column]["per_task"]
+            if column in summaries
+            else {t: {"type": types[t], "main_score": value} for t, value in values.items()}
+        )
+        for column, values in scores.items()
+    }
+    return {
+        "tasks": tasks,
+        "types": types,
+        "columns": list(scores),
+        "models": models,
+        "scores": scores,
+        "averages": averages,
+        "missing": missing,
+    }

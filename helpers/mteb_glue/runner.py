@@ -49,6 +49,8 @@ class TaskOutcome:
         error: ``"ExceptionType: message"`` when failed.
         seconds: wall time of this attempt.
         traceback: the full traceback when failed (also logged at WARNING).
+        model: the model's name, as the caller gave it (``run_tasks``' ``model_name``;
+            by default the official name of the model's metadata).
     """
 
     task: str
@@ -57,6 +59,7 @@ class TaskOutcome:
     error: str = ""
     seconds: float = 0.0
     traceback: str = ""
+    model: str = ""
 
 
 def result_folder(output_dir: str | Path, meta: Any) -> Path:
@@ -214,6 +217,7 @@ def run_tasks(
     show_progress: bool = False,
     overwrite: bool = False,
     data_param: str = "data_root",
+    model_name: str | None = None,
 ) -> list[TaskOutcome]:
     """Run tasks one by one; skip finished ones; keep going when one fails.
 
@@ -233,6 +237,8 @@ def run_tasks(
         data_param: the caller's name of its local-data parameter, for the message of a
             task without local data when the hub is unreachable: ``"data_root"`` (a folder
             of task folders, the default) or the name of one task's folder (``"data_dir"``).
+        model_name: the name each outcome's ``model`` carries; None: the official name of
+            the model's metadata (``model.mteb_model_meta.name``).
 
     Returns:
         One outcome per task, in order. A failure is logged at WARNING: the helpers' own
@@ -241,6 +247,7 @@ def run_tasks(
     import mteb
 
     meta = model.mteb_model_meta
+    name_given = str(meta.name) if model_name is None else model_name
     folder = result_folder(output_dir, meta)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
@@ -251,7 +258,7 @@ def run_tasks(
         path = result_path(output_dir, meta, name)
         start = time.monotonic()
         if not overwrite and is_finished(path, task):
-            outcomes.append(TaskOutcome(name, "skipped", path))
+            outcomes.append(TaskOutcome(name, "skipped", path, model=name_given))
             continue
         try:
             _check_data(task, data_param)
@@ -268,7 +275,9 @@ def run_tasks(
             task_result.dataset_revision = fingerprint
             save_task_result(task_result, path)
             path.with_suffix(LEGACY_SOURCE_SUFFIX).unlink(missing_ok=True)
-            outcomes.append(TaskOutcome(name, "done", path, seconds=time.monotonic() - start))
+            outcomes.append(
+                TaskOutcome(name, "done", path, seconds=time.monotonic() - start, model=name_given)
+            )
         except Exception as err:  # noqa: BLE001 - one task's failure must not stop the others
             trace = traceback.format_exc()
             error = f"{type(err).__name__}: {err}"
@@ -278,7 +287,9 @@ def run_tasks(
             else:
                 logger.warning("task %s failed: %s\n%s", name, error, trace)
             outcomes.append(
-                TaskOutcome(name, "failed", None, error, time.monotonic() - start, trace)
+                TaskOutcome(
+                    name, "failed", None, error, time.monotonic() - start, trace, name_given
+                )
             )
         finally:
             if getattr(task, "data_loaded", False) and hasattr(task, "unload_data"):
