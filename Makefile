@@ -63,7 +63,7 @@ bench: install ## the CPU benchmarks (each prints one JSON object as its last li
 	$(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu --passages 1024
 	$(QUIET) $(BIN)/python benchmarks/pipeline_feed.py --passages 20000
 	$(QUIET) $(BIN)/python benchmarks/cache_rerun.py
-	$(QUIET) $(BIN)/python benchmarks/search_scale.py --sizes 100000 1000000
+	$(QUIET) $(BIN)/python benchmarks/search_scale.py --sizes 100000 1000000 --target-recall 0.99
 	$(QUIET) $(BIN)/python benchmarks/ray_scaling.py --passages 2000
 
 clean: ## remove generated results and the embedding cache (keeps .venv)

@@ -112,12 +112,18 @@ class Batches:
     """Tokenised, padded batches on the device, and how much of them is padding."""
 
     tensors: list[tuple[Any, Any]]
+    starts: list[int]  # where each batch's first text is in the length order
     tokens: int  # real tokens
     padded: int  # tokens the model computes (batch x longest text, summed)
 
     @property
     def padding_factor(self) -> float:
         return self.padded / max(1, self.tokens)
+
+
+def length_order(texts: list[str]) -> np.ndarray:
+    """The pipeline's order: longest text (in characters) first."""
+    return np.argsort([-len(t) for t in texts], kind="stable")
 
 
 def prepare_batches(
@@ -130,29 +136,35 @@ def prepare_batches(
         lengths = [len(e.ids) for e in pipeline.tokenizer.encode_batch(texts)]
         order = np.argsort([-n for n in lengths], kind="stable")
     else:
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-    tensors = []
+        order = length_order(texts)
+    tensors, starts = [], []
     tokens = padded = 0
     for start in range(0, len(texts), batch_size):
         ids, mask = pipeline.tokenize([texts[i] for i in order[start : start + batch_size]])
         tokens += int(mask.sum())
         padded += int(mask.numel())
         tensors.append((ids.to(device), mask.to(device)))
-    return Batches(tensors, tokens, padded)
+        starts.append(start)
+    return Batches(tensors, starts, tokens, padded)
 
 
-def forward_pass(pipeline: Any, batches: Batches, device: str) -> Callable[[], float]:
-    """A function running the forward pass (with pooling and normalising) on every batch,
-    returning its seconds."""
+def forward_steps(
+    pipeline: Any, batches: Batches, device: str, slice_size: int, count: int
+) -> list[Callable[[], Any]]:
+    """The forward pass (with pooling and normalising) over ``batches``, as one step per
+    slice of ``slice_size`` texts of the length order (a batch belongs to the slice that
+    holds its first text); one step in all when ``slice_size`` is 0."""
+    size = slice_size or count
+    groups: list[list[tuple[Any, Any]]] = [[] for _ in range(-(-count // size))]
+    for start, batch in zip(batches.starts, batches.tensors, strict=True):
+        groups[start // size].append(batch)
 
-    def run() -> float:
+    def step(group: list[tuple[Any, Any]]) -> Any:
         with torch.inference_mode():
-            seconds, _ = _timed(
-                device, lambda: torch.cat([pipeline._embed(*b) for b in batches.tensors]).cpu()
-            )
-        return seconds
+            out = [pipeline._embed(*batch) for batch in group]
+            return torch.cat(out).cpu() if out else None
 
-    return run
+    return [functools.partial(step, group) for group in groups]
 
 
 def raw_forward(encoder: Any, texts: list[str], device: str) -> float:
@@ -161,18 +173,22 @@ def raw_forward(encoder: Any, texts: list[str], device: str) -> float:
     batches = prepare_batches(pipeline, texts, device, pipeline.batch_size)
     with torch.inference_mode():
         pipeline._embed(*batches.tensors[0])  # warm-up
-    return len(texts) / forward_pass(pipeline, batches, device)()
+    (run,) = forward_steps(pipeline, batches, device, 0, len(texts))
+    seconds, _ = _timed(device, run)
+    return len(texts) / seconds
 
 
 @dataclass
 class Timing:
-    """One thing measured in interleaved rounds: its wall seconds per round (what ``run``
-    returns) and the CPU seconds this process used meanwhile (every thread)."""
+    """One thing measured in interleaved rounds, in steps (slices of the passages): its
+    wall seconds per round and the CPU seconds this process used meanwhile (every
+    thread), each step run in ``setting``."""
 
-    run: Callable[[], float]
+    steps: list[Callable[[], Any]]
     setting: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)  # each step's, from the last round
 
     def rate(self, count: int) -> float:
         """Items per second in the best round."""
@@ -184,14 +200,29 @@ class Timing:
         return count / min(self.cpu_seconds)
 
 
-def interleaved(timings: dict[str, Timing], rounds: int) -> None:
-    """Run every timing once per round, in turn, ``rounds`` times (each in its setting)."""
+def interleaved(timings: dict[str, Timing], rounds: int, device: str) -> None:
+    """``rounds`` rounds; in each, step 1 of every timing in turn, then step 2, and so on,
+    so that other work on the machine slows every timing alike."""
     for _ in range(rounds):
-        for timing in timings.values():
-            with timing.setting():
-                cpu = time.process_time()
-                timing.seconds.append(timing.run())
-                timing.cpu_seconds.append(time.process_time() - cpu)
+        wall = dict.fromkeys(timings, 0.0)
+        cpu = dict.fromkeys(timings, 0.0)
+        for number in range(max(len(t.steps) for t in timings.values())):
+            for name, timing in timings.items():
+                if number >= len(timing.steps):
+                    continue
+                with timing.setting():
+                    _sync(device)
+                    cpu_start, start = time.process_time(), time.perf_counter()
+                    output = timing.steps[number]()
+                    _sync(device)
+                    wall[name] += time.perf_counter() - start
+                    cpu[name] += time.process_time() - cpu_start
+                if len(timing.outputs) <= number:
+                    timing.outputs.append(None)
+                timing.outputs[number] = output
+        for name, timing in timings.items():
+            timing.seconds.append(wall[name])
+            timing.cpu_seconds.append(cpu[name])
 
 
 @contextlib.contextmanager
@@ -291,12 +322,36 @@ def onednn_linear(model: Any, rows_hint: int) -> Any:
     return clone
 
 
+def token_sorted(pipeline: Any) -> Any:
+    """A shallow copy of ``pipeline`` that batches each part's texts by token count (most
+    first) instead of characters: the part is tokenised once up front to sort it (and
+    again batch by batch, as before), a prototype of that change to the pipeline."""
+    clone = copy.copy(pipeline)
+    encode = getattr(clone.tokenizer, "encode_batch_fast", clone.tokenizer.encode_batch)
+
+    def batches(parts: Any) -> Iterator[tuple[int, np.ndarray, list[str]]]:
+        for number, part in enumerate(parts):
+            texts = list(part)
+            if not texts:
+                yield number, np.zeros(0, dtype=np.int64), []
+                continue
+            lengths = [len(e.ids) for e in encode(texts)]
+            order = np.argsort([-n for n in lengths], kind="stable")
+            for start in range(0, len(texts), clone.batch_size):
+                rows = order[start : start + clone.batch_size]
+                yield number, rows, [texts[i] for i in rows]
+
+    clone._batches = batches
+    return clone
+
+
 def forward_variants(
     args: argparse.Namespace,
     texts: list[str],
     reference: Any,
     half: Any | None,
     timings: dict[str, Timing],
+    slice_size: int,
 ) -> list[dict[str, Any]]:
     """Add a timing per forward-pass variant the options ask for to ``timings`` and return
     their descriptions (filled in by :func:`variant_rows` once measured).
@@ -323,10 +378,10 @@ def forward_variants(
         **extra: Any,
     ) -> None:
         chosen = batches(batch_size, sort)
-        run = forward_pass(pipeline, chosen, args.device)
-        with setting():
-            warm, _ = _timed(args.device, run)  # warm-up; compiling, for a compiled model
-        timings[name] = Timing(run, setting)
+        steps = forward_steps(pipeline, chosen, args.device, slice_size, len(texts))
+        with setting():  # warm-up; compiling, for a compiled model
+            warm, _ = _timed(args.device, lambda: [step() for step in steps])
+        timings[name] = Timing(steps, setting)
         row = {
             "variant": name,
             "dtype": str(pipeline.dtype).removeprefix("torch."),
@@ -345,6 +400,19 @@ def forward_variants(
     if args.token_sort:
         for size in sorted({args.batch_size, *(args.batch_sizes or [])}):
             add(f"{dtype} batch {size} token-sorted", base, size, "tokens")
+        # the pipeline itself (tokenising included), batching by token count
+        prototype = token_sorted(base)
+        lengths = [len(e.ids) for e in base.tokenizer.encode_batch(texts)]
+        order = np.argsort([-n for n in lengths], kind="stable")
+        size = slice_size or len(texts)
+        steps: list[Callable[[], Any]] = [
+            functools.partial(prototype.encode, [texts[i] for i in order[s : s + size]])
+            for s in range(0, len(texts), size)
+        ]
+        steps[0]()  # warm-up
+        name = f"pipeline {dtype} batch {args.batch_size} token-sorted (prototype)"
+        timings[name] = Timing(steps)
+        rows.append({"variant": name, "dtype": dtype, "batch_size": args.batch_size})
     for implementation in args.attention or []:
         add(
             f"{dtype} attention {implementation}",
@@ -435,8 +503,9 @@ def profile_forward(pipeline: Any, batches: Batches, device: str) -> dict[str, A
     and the share of its operators' own time per group of :data:`PROFILE_GROUPS`."""
     from torch.profiler import ProfilerActivity, profile
 
+    (run,) = forward_steps(pipeline, batches, device, 0, batches.starts[-1] + 1)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        forward_pass(pipeline, batches, device)()
+        run()
     averages = prof.key_averages()
     print(averages.table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
     total = sum(e.self_cpu_time_total for e in averages)
@@ -469,6 +538,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="interleaved rounds of the compared rates (best)"
+    )
+    parser.add_argument(
+        "--slice",
+        type=int,
+        default=None,
+        help="texts per interleaved step (whole batches); 0: whole passes; default 256 on "
+        "a CPU, 0 on a GPU",
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="forward pass: batch sizes")
     parser.add_argument("--token-sort", action="store_true", help="forward pass: by tokens")
@@ -523,49 +599,54 @@ def main() -> None:
     half = asked in HALF
     count = len(texts)
 
-    # the rates compared with each other, measured in interleaved rounds
+    # the rates compared with each other, measured in interleaved rounds, slice by slice
+    slice_size = args.slice if args.slice is not None else (0 if gpu else 256)
+    slice_size = -(-slice_size // args.batch_size) * args.batch_size  # whole batches
+    order = length_order(texts)
+    slices = [order[s : s + (slice_size or count)] for s in range(0, count, slice_size or count)]
     batches = prepare_batches(pipeline, texts, args.device, args.batch_size)
     with torch.inference_mode():
         pipeline._embed(*batches.tensors[0])  # warm-up
     ours_encoder.encode_corpus(texts[: 4 * args.batch_size])  # warm-up
-    results: dict[str, Any] = {}
-
-    def encode_ours() -> float:
-        seconds, results["ours"] = _timed(args.device, lambda: ours_encoder.encode_corpus(texts))
-        return seconds
-
+    ours_steps: list[Callable[[], Any]] = [
+        functools.partial(ours_encoder.encode_corpus, [texts[i] for i in rows]) for rows in slices
+    ]
     timings = {
-        "raw": Timing(forward_pass(pipeline, batches, args.device)),
-        "ours": Timing(encode_ours),
+        "raw": Timing(forward_steps(pipeline, batches, args.device, slice_size, count)),
+        "ours": Timing(ours_steps),
     }
     reference = pipeline
-    float32_encoder = None
     if half:
         float32_encoder = encoder(args.batch_size, args.workers, dtype="float32")
         reference = float32_encoder.pipeline
         float32_batches = prepare_batches(reference, texts, args.device, args.batch_size)
         with torch.inference_mode():
             reference._embed(*float32_batches.tensors[0])  # warm-up
-        timings["raw_float32"] = Timing(forward_pass(reference, float32_batches, args.device))
-    variants = forward_variants(args, texts, reference, pipeline if half else None, timings)
-    interleaved(timings, args.rounds)
+        timings["raw_float32"] = Timing(
+            forward_steps(reference, float32_batches, args.device, slice_size, count)
+        )
+    variants = forward_variants(
+        args, texts, reference, pipeline if half else None, timings, slice_size
+    )
+    interleaved(timings, args.rounds, args.device)
     raw = timings["raw"].rate(count)
     ours = timings["ours"].rate(count)
-    ours_vectors = results["ours"]
+    ours_vectors = np.empty((count, pipeline.dim), dtype=np.float32)
+    ours_vectors[order] = np.concatenate(timings["ours"].outputs)
     float32_raw = timings["raw_float32"].rate(count) if "raw_float32" in timings else raw
     variants = variant_rows(variants, timings, count, float32_raw)
     for row in variants:
         print(json.dumps(row), flush=True)
 
     extra: dict[str, Any] = {}
-    if half and float32_encoder is not None:
-        float32_seconds, float32_vectors = _timed(
-            args.device, lambda: float32_encoder.encode_corpus(texts)
-        )
+    if half:
+        # the float32 forward pass's vectors are the float32 pipeline's (the same batches)
+        float32_vectors = np.empty_like(ours_vectors)
+        outputs = [o for o in timings["raw_float32"].outputs if o is not None]
+        float32_vectors[order] = torch.cat(outputs).float().numpy()
         fraction = round(ours / raw, 3)
         extra = {
             "float32_raw_passages_per_s": round(float32_raw, 1),
-            "float32_passages_per_s": round(count / float32_seconds, 1),
             "speedup_vs_float32": round(ours / float32_raw, 3),
             "raw_speedup_vs_float32": round(raw / float32_raw, 3),
             "fraction_of_half_forward": fraction,

@@ -11,8 +11,10 @@ tunes it (:func:`helpers.index.sweep_search_params`: nprobe, efSearch, k_factor_
 the 1,000 queries against exact search), a refine variant is added
 (``IVF<n>,PQ48x4fs,RFlat``: a fast-scan product quantizer whose candidates are re-scored
 exactly), the setting found is checked on 1,000 held-out queries, and each size reports
-the fastest index meeting the target (``fastest_meeting_target``). ``--real`` does the
-same on real vectors: every passage and query the project ships (TREC DL 2019 and 2020
+the fastest index meeting the target (``fastest_meeting_target``); ``--auto`` also runs
+``index_factory="auto"`` itself (:func:`helpers.index.tune_index`, its default candidates)
+at each size and checks its choice on the held-out queries. ``--real`` measures real
+vectors the same way: every passage and query the project ships (TREC DL 2019 and 2020
 pools, SciFact), encoded once by the default model and kept in ``results/bench_vectors/``
 (a re-run reads them back); half of the queries tune, the other half check:
 
@@ -294,6 +296,30 @@ def measure(
     return rows, tuned
 
 
+def run_auto(
+    docs: np.ndarray, queries: np.ndarray, held_out: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``index_factory="auto"`` end to end (:func:`helpers.index.tune_index` with its
+    default candidates, tuned on ``queries``), its choice checked on ``held_out``."""
+    ids = [str(i) for i in range(len(docs))]
+    start = time.perf_counter()
+    tuned = tune_index(
+        docs, ids, queries, target_recall=args.target_recall or 0.99, k=args.k,
+        sample_queries=len(queries), log=lambda line: print(f"auto: {line}", flush=True),
+    )  # fmt: skip
+    tune_s = time.perf_counter() - start
+    exact = build_index(docs, ids, "Flat").search(held_out, args.k)[1]
+    found = tuned.index.search(held_out, args.k)[1]
+    record = {
+        "summary": tuned.report.summary(),
+        "recall_at_10_held_out": round(recall_of_exact(found, exact, args.k), 4),
+        "tune_s": round(tune_s, 1),
+        "report": tuned.report.as_dict(),
+    }
+    print(json.dumps({"auto": {k: v for k, v in record.items() if k != "report"}}), flush=True)
+    return record
+
+
 def _fastest(tuned: list[dict[str, Any]]) -> dict[str, Any] | None:
     meeting = [r for r in tuned if r["meets_target"]]
     return max(meeting, key=lambda r: r["queries_per_s"]) if meeting else None
@@ -322,6 +348,11 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="also the shipped real vectors")
     parser.add_argument("--vectors-dir", default="results/bench_vectors")
     parser.add_argument("--threads", type=int, default=0, help="FAISS threads; 0: its default")
+    parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="also run index_factory 'auto' (tune_index, default candidates) at each size",
+    )
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -329,6 +360,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     tuned: list[dict[str, Any]] = []
     fastest: dict[str, Any] = {}
+    auto_runs: dict[str, Any] = {}
     for n in args.sizes:
         docs = synthetic(n, args.dim, seed=0)
         queries = synthetic(args.queries, args.dim, seed=1)
@@ -347,6 +379,8 @@ def main() -> None:
         tuned += tuned_rows
         if tuned_rows:
             fastest[str(n)] = _fastest(tuned_rows)
+        if args.auto:
+            auto_runs[str(n)] = run_auto(docs, queries, held_out, args)
     real: dict[str, Any] = {}
     if args.real:
         docs, all_queries, provenance = real_vectors(PROJECT_ROOT / args.vectors_dir)
@@ -382,6 +416,8 @@ def main() -> None:
             "tuned": tuned,
             "fastest_meeting_target": fastest,
         }
+    if auto_runs:
+        record["auto"] = auto_runs
     if real:
         record["real"] = real
     print(json.dumps(record))

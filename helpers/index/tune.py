@@ -248,8 +248,8 @@ class TunedIndex:
 def time_search(index: DocIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """Search ``queries`` (batches of 256, as a run does) and time it.
 
-    One warm-up search, then the whole set is searched again until
-    at least 0.2 s have gone by (short timings are noisy).
+    One warm-up search, then the whole set is searched, again and again until at least
+    :data:`MIN_TIMED_S` seconds have gone by (short timings are noisy).
 
     Returns:
         ``(positions of the first pass, queries per second)``.
