@@ -238,15 +238,20 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fp32_matmul_in_bf16() -> Iterator[None]:
-    """oneDNN computes float32 matrix products in bfloat16 for the block."""
-    matmul: Any = getattr(torch.backends.mkldnn, "matmul")  # noqa: B009 - not in torch's stubs
-    saved = matmul.fp32_precision
-    matmul.fp32_precision = "bf16"
+def setting(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name`` set to ``value`` for the block, then restored."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        matmul.fp32_precision = saved
+        setattr(owner, name, saved)
+
+
+def fp32_matmul_in_bf16() -> contextlib.AbstractContextManager[None]:
+    """oneDNN computes float32 matrix products in bfloat16 for the block."""
+    matmul: Any = getattr(torch.backends.mkldnn, "matmul")  # noqa: B009 - not in torch's stubs
+    return setting(matmul, "fp32_precision", "bf16")
 
 
 def with_model(pipeline: Any, model: Any) -> Any:
@@ -262,18 +267,12 @@ def compiled(model: Any) -> Any:
     return torch.compile(copy.deepcopy(model), dynamic=True)
 
 
-@contextlib.contextmanager
-def inductor_freezing(on: bool) -> Iterator[None]:
+def inductor_freezing(on: bool) -> contextlib.AbstractContextManager[None]:
     """inductor's ``freezing`` (weights as constants: folded, pre-packed for oneDNN on a
     CPU) set to ``on`` for the block."""
     import torch._inductor.config as inductor_config
 
-    saved = inductor_config.freezing
-    inductor_config.freezing = on
-    try:
-        yield
-    finally:
-        inductor_config.freezing = saved
+    return setting(inductor_config, "freezing", on)
 
 
 def eager_attention(model: Any, implementation: str) -> Any:

@@ -153,7 +153,7 @@ def _wrapper_class() -> type:
                     **kwargs,
                 )
             texts = [text for batch in inputs for text in batch["text"]]
-            # the model's prompt for this task and prompt type (mteb's get_prompt_name)
+            # the model's prompt for what mteb encodes now (its get_prompt_name)
             name = self.get_prompt_name(task_metadata, prompt_type)
             prompt = self.model_prompts.get(name) if name and self.model_prompts else None
             kind = getattr(prompt_type, "value", None)
