@@ -10,7 +10,7 @@ QUIET  := EMBEVAL_PROGRESS=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHO
 .PHONY: help install run test test-unit test-slow test-browser lint regen bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "tiers (tests/conftest.py): unit, model, notebook; slow only with make test-slow"
 
 install: $(STAMP) ## create .venv with the pinned requirements and the helpers package

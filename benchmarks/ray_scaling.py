@@ -66,7 +66,7 @@ def main() -> None:
     import torch
 
     from helpers.distributed import connect, encode_corpus_on_ray, shutdown
-    from helpers.distributed.corpus import corpus_texts
+    from helpers.evaluation import corpus_texts
 
     full = load_retrieval_data(project_path("data/msmarco-dl19/beir"), max_corpus=5000, seed=0)
     corpus = dict(list(full.corpus.items())[: args.passages])

@@ -44,6 +44,7 @@ import faiss
 import numpy as np
 
 from helpers.index import (
+    DEFAULT_TARGET_RECALL,
     DocIndex,
     build_index,
     default_candidates,
@@ -117,9 +118,9 @@ def real_vectors(
 
     ``folder`` holds ``passages.npy``, ``queries.npy`` and ``provenance.json`` (model,
     revision, fingerprint, collections and counts, a SHA-256 of the texts, encoding time
-    and device). A re-run whose texts and model (name and weights revision) match reads
-    them back; otherwise they are encoded with ``helpers.models.load_encoder`` through the
-    embedding cache ``cache_dir``.
+    and device). A re-run whose texts match reads them back (delete ``folder`` after
+    changing the default model); otherwise they are encoded with
+    ``helpers.models.load_encoder`` through the embedding cache ``cache_dir``.
 
     Returns:
         ``(passage vectors, query vectors, provenance)``.
@@ -304,7 +305,7 @@ def run_auto(
     ids = [str(i) for i in range(len(docs))]
     start = time.perf_counter()
     tuned = tune_index(
-        docs, ids, queries, target_recall=args.target_recall or 0.99, k=args.k,
+        docs, ids, queries, target_recall=args.target_recall or DEFAULT_TARGET_RECALL, k=args.k,
         sample_queries=len(queries), log=lambda line: print(f"auto: {line}", flush=True),
     )  # fmt: skip
     tune_s = time.perf_counter() - start
@@ -385,11 +386,7 @@ def main() -> None:
     if args.real:
         docs, all_queries, provenance = real_vectors(PROJECT_ROOT / args.vectors_dir)
         queries, held_out = all_queries[0::2], all_queries[1::2]
-        auto = tune_index(
-            docs, [str(i) for i in range(len(docs))], all_queries,
-            target_recall=args.target_recall or 0.99, sample_queries=len(all_queries),
-        ).report.summary()  # fmt: skip
-        print(json.dumps({"auto": auto}), flush=True)
+        auto = run_auto(docs, queries, held_out, args) if args.auto else None
         factories = ["Flat", *default_candidates(len(docs), docs.shape[1]), "SQ8"]
         rows, tuned_rows = measure("shipped", docs, queries, held_out, factories, args)
         real = {

@@ -5,10 +5,12 @@ Progress bars are a switch, not a deletion: interactive and papermill runs show 
 the test suite turns them off with ``EMBEVAL_PROGRESS=0`` (set by ``conftest.py``), since
 nbval compares stderr too.
 
-An error the helpers raise on bad input (a missing folder, an unknown task, a parameter
-out of range) is shown in a notebook as its one-line message and the notebook line that
-led to it (:func:`show_helpers_errors_briefly`); every other exception keeps IPython's
-full traceback, and ``%tb`` shows the full one of any error.
+A ``ValueError``, ``TypeError`` or ``OSError`` raised inside the helpers (their checks of
+bad input: a missing folder, an unknown task, a parameter out of range; but also any such
+error a helpers bug raises) is shown in a notebook as its one-line message, the notebook
+line that led to it and where in the helpers it was raised
+(:func:`show_helpers_errors_briefly`); every other exception keeps IPython's full
+traceback, and ``%tb`` shows the full one of any error.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ BRIEF_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError)
 raised them: every error class of the helpers (``DataError``, ``ModelError``,
 ``MtebGlueError``, ``OutputDirError``, ``SearchIndexError``, ...) is a ``ValueError``, and
 their other checks raise ``ValueError``, ``TypeError`` or ``OSError`` (a hub id without
-network) with a message that names the parameter."""
+network) with a message that names the parameter. The rule is by type and place only: any
+such error whose innermost frame is in the helpers is shown briefly (``%tb`` shows all)."""
 
 
 def _ipython_shell() -> Any:

@@ -24,10 +24,10 @@ from helpers.models import (
 )
 from helpers.models import device as device_module
 
-NATIVE_BF16 = cpu_bf16_support()
+BF16_MISSING = cpu_bf16_support()
 needs_native_bf16 = pytest.mark.skipif(
-    NATIVE_BF16 is not None,
-    reason=f"this CPU has no native bfloat16 (AMX or AVX512-BF16): {NATIVE_BF16}",
+    BF16_MISSING is not None,
+    reason=f"this CPU has no native bfloat16 (AMX or AVX512-BF16): {BF16_MISSING}",
 )
 BACKENDS = ("pipeline", "sentence-transformers", "flagembedding")
 FLOAT32_KEY_FIELDS = {
@@ -67,7 +67,7 @@ def test_detection_agrees_with_torch():
     checks = [getattr(torch.cpu, name, None) for name in names]
     if device_module._cpu_flags() is None or None in checks:
         pytest.skip("no /proc/cpuinfo flags, or a torch without its CPU detection")
-    assert (NATIVE_BF16 is None) == any(check() for check in checks)
+    assert (BF16_MISSING is None) == any(check() for check in checks)
 
 
 def test_detection_reads_the_flags(monkeypatch, cpu_with_amx):

@@ -527,3 +527,10 @@ def test_run_mteb_refuses_two_models_filed_in_one_result_folder(tmp_path):
     with pytest.raises(ValueError, match=r"models: .*same folder 'local__checkpoint-1000/local'"):
         D.run_mteb([str(first), str(second)], [task], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_check_executor_needs_a_cache_for_ray_workers_to_fill():
+    with pytest.raises(ValueError, match=r"^cache_dir: executor 'ray' needs the embedding cache"):
+        D.check_executor("ray", "", cache_dir="")
+    D.check_executor("ray", "", cache_dir="results/cache")
+    D.check_executor("local", "", cache_dir="")

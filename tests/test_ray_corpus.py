@@ -37,7 +37,7 @@ from helpers import metrics as M
 from helpers.cache import EmbeddingCache, cache_key
 from helpers.data import RetrievalData, load_retrieval_data
 from helpers.distributed import corpus as C
-from helpers.evaluation import evaluate_configuration
+from helpers.evaluation import corpus_texts, evaluate_configuration
 from helpers.models import CachingEncoder, EncoderBase, cached
 from helpers.notebook import PROJECT_ROOT
 
@@ -90,7 +90,7 @@ def local(
 
 
 def _entry(encoder: CachingEncoder, data: RetrievalData) -> Path:
-    texts = C.corpus_texts(data)
+    texts = corpus_texts(data)
     return encoder.cache.folder(cache_key(encoder.fingerprint("document"), texts))
 
 
@@ -262,8 +262,8 @@ def test_the_corpus_texts_are_those_evaluate_configuration_encodes(beir_folder):
             return {}
 
     evaluate_configuration(Recording(), data, [1], 1)
-    assert seen == [C.corpus_texts(data)]
-    assert C.corpus_texts(data) == ["Fish swim.", "Cats Cats purr.", "Dogs bark."]
+    assert seen == [corpus_texts(data)]
+    assert corpus_texts(data) == ["Fish swim.", "Cats Cats purr.", "Dogs bark."]
 
 
 def test_an_encoder_without_a_cache_is_refused_naming_cache_dir(beir_folder):
@@ -297,14 +297,14 @@ def test_arguments_are_checked_before_anything_runs(beir_folder, tmp_path, kwarg
 def test_a_corpus_all_in_the_cache_needs_no_ray(beir_folder, tmp_path):
     data = _small_data(beir_folder)
     encoder = cached(_fake(), EmbeddingCache(tmp_path, chunk_size=2))
-    encoder.encode_corpus(C.corpus_texts(data))
+    encoder.encode_corpus(corpus_texts(data))
     report = D.encode_corpus_on_ray(encoder, data, ray_address="auto")
     assert (report.passages, report.chunks, report.chunks_computed, report.chunks_found) == (
         3, 2, 0, 2,
     )  # fmt: skip
     assert (report.workers, report.start_seconds, report.threads_per_worker) == (0, 0.0, 0)
     assert report.as_dict()["key"] == cache_key(
-        encoder.fingerprint("document"), C.corpus_texts(data)
+        encoder.fingerprint("document"), corpus_texts(data)
     )
 
 
@@ -367,3 +367,18 @@ def test_a_fingerprint_difference_names_only_the_settings_that_differ():
         '{"torch": "2.12.0"} on the worker'
     )
     assert C.fingerprint_difference(ours, dict(ours)) == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # a 2-CPU head node and two 16-CPU nodes: every worker fits the smallest node
+        ((34, 0, 3, False, None, None, None, 2.0), (3, 2.0, 0.0)),
+        # a 64-CPU head node without GPU and an 8-CPU GPU node: the GPU worker fits its node
+        ((72, 1, 2, True, None, None, None, 8.0), (1, 8.0, 1.0)),
+        # an explicit share is kept as given
+        ((72, 1, 2, True, None, 16, None, 8.0), (1, 16.0, 1.0)),
+    ],
+)
+def test_a_worker_asks_for_no_more_cpus_than_its_smallest_node_has(args, expected):
+    assert C._resources(*args) == expected

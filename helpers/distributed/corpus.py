@@ -25,7 +25,7 @@ sorts and batches the texts within each chunk (it tokenises ahead across chunks,
 batch spans two), as do ``SentenceTransformer.encode`` and ``FlagModel`` given one
 chunk at a time. So a worker's chunk gets the bytes the local run would write. Ray gives
 a worker ``OMP_NUM_THREADS`` = its CPUs, so torch runs with another thread count than the
-driver: on the CPUs this was built on (x86_64, 2 cores) 1 and 2 threads give bitwise the
+driver: on the CPUs tested (x86_64, 2 cores) 1 and 2 threads give bitwise the
 same vectors (checked by the tests through Ray); a cluster whose nodes have other CPU
 types (vector instructions) may differ in the last bits, as two local runs on those
 machines would.
@@ -50,6 +50,7 @@ from typing import Any
 
 from helpers.cache import EmbeddingCache, EntryPlan
 from helpers.data import RetrievalData
+from helpers.distributed.session import for_workers
 from helpers.evaluation import corpus_texts
 from helpers.models import CachingEncoder, EncoderBase, EncoderSpec, build_encoder, device_type
 
@@ -111,7 +112,7 @@ def worker_spec(encoder: EncoderBase, device: str, workers: int) -> EncoderSpec:
     """
     return EncoderSpec(
         model=encoder.name,
-        path=encoder.path,
+        path=for_workers(encoder.path),
         name=encoder.name,
         revision=encoder.revision,
         backend=encoder.backend,
@@ -266,9 +267,12 @@ def _resources(
     workers: int | None,
     num_cpus_per_worker: float | None,
     num_gpus_per_worker: float | None,
+    node_cpus: float | None = None,
 ) -> tuple[int, float, float]:
     """``(workers, CPUs each, GPUs each)`` on a cluster of ``num_cpus`` CPUs, ``num_gpus``
-    GPUs and ``nodes`` nodes (see :func:`encode_corpus_on_ray` for the defaults).
+    GPUs and ``nodes`` nodes (see :func:`encode_corpus_on_ray` for the defaults); by
+    default a worker asks for no more CPUs than ``node_cpus`` (the smallest node a worker
+    may run on), so that nodes of different sizes can all hold one.
 
     Raises:
         ValueError: naming the parameter, when the cluster cannot hold the workers.
@@ -304,6 +308,8 @@ def _resources(
         )
     if num_cpus_per_worker is None:
         cpus_each = float(max(1, num_cpus // workers))
+        if node_cpus is not None:
+            cpus_each = float(max(1, min(cpus_each, node_cpus)))
     else:
         cpus_each = float(num_cpus_per_worker)
     if workers * cpus_each > num_cpus:
@@ -312,6 +318,18 @@ def _resources(
             f"{workers * cpus_each:g} CPUs; the cluster has {num_cpus}"
         )
     return workers, cpus_each, gpus_each
+
+
+def _smallest_node_cpus(gpu: bool) -> float | None:
+    """The CPUs of the smallest alive node a worker may run on (with a GPU when ``gpu``)."""
+    import ray
+
+    sizes = [
+        float(node["Resources"].get("CPU", 0))
+        for node in ray.nodes()
+        if node.get("Alive") and (not gpu or node["Resources"].get("GPU", 0) > 0)
+    ]
+    return min((s for s in sizes if s > 0), default=None)
 
 
 def encode_corpus_on_ray(
@@ -423,11 +441,16 @@ def _run(
     try:
         root = os.path.abspath(cache.root)
         check_shared_storage(cluster, {"cache_dir": root})
+        node_cpus = _smallest_node_cpus(gpu)
         count, cpus_each, gpus_each = _resources(
             cluster.num_cpus, cluster.num_gpus, cluster.nodes, gpu,
-            workers, num_cpus_per_worker, num_gpus_per_worker,
+            workers, num_cpus_per_worker, num_gpus_per_worker, node_cpus,
         )  # fmt: skip
-        count = min(count, len(shards))
+        if count > len(shards):  # no idle workers: fewer, each with the larger share
+            count, cpus_each, gpus_each = _resources(
+                cluster.num_cpus, cluster.num_gpus, cluster.nodes, gpu,
+                len(shards), num_cpus_per_worker, num_gpus_per_worker, node_cpus,
+            )  # fmt: skip
         threads = max(1, int(cpus_each))
         spec = worker_spec(model, "cuda:0" if gpu else "cpu", max(1, threads - 1) if gpu else 0)
         remote = ray.remote(ShardWorker).options(

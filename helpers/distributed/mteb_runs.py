@@ -34,7 +34,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from helpers.distributed.session import check_executor, check_shared_storage, connect, shutdown
+from helpers.distributed.session import (
+    check_executor,
+    check_shared_storage,
+    connect,
+    for_workers,
+    shutdown,
+)
 from helpers.models import resolve_model
 from helpers.mteb_glue import (
     TaskOutcome,
@@ -62,8 +68,10 @@ class TaskSpec:
             than the task has, e.g. only English).
         eval_splits: the splits the driver's task evaluates.
         folder: its local data folder, absolute (None: the hub).
-        checked: True when the driver checked that folder's files
-            (:func:`helpers.mteb_glue.attach_local_data`); the worker checks them again.
+        checked: True when the folder is attached as a task folder of ``data_root``
+            (:func:`helpers.mteb_glue.attach_local_data`: named for the task, its files
+            checked); the worker attaches it the same way and checks them again. False:
+            a folder given with :func:`helpers.mteb_glue.use_local_data`.
     """
 
     name: str
@@ -129,12 +137,14 @@ def build_task(spec: TaskSpec) -> Any:
 
 
 _MODELS: dict[ModelSpec, Any] = {}
-"""Models loaded in this (worker) process, by how they were loaded."""
+"""The model loaded in this (worker) process, by how it was loaded: one at a time."""
 
 
 def _loaded(spec: ModelSpec) -> Any:
-    """The model of ``spec``, loaded once per process."""
+    """The model of ``spec``, loaded once per process while its pairs come; a worker given
+    another model's pair lets the previous one go first (as the local executor does)."""
     if spec not in _MODELS:
+        _MODELS.clear()
         _MODELS[spec] = load_mteb_model(
             spec.model, device=spec.device, cache_dir=spec.cache_dir, dtype=spec.dtype
         )
@@ -352,13 +362,6 @@ def _run_local(
     return outcomes
 
 
-def _loadable(model: str) -> str:
-    """The model's name as a worker loads it: a local folder as an absolute path (a
-    worker's working directory may differ), anything else as given."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
-
-
 def _progress(total: int, show: bool) -> Any:
     if not show:
         return None
@@ -399,7 +402,7 @@ def _run_ray(
         pending: dict[Any, tuple[int, int]] = {}
         for i, model in enumerate(models):
             meta = model_meta(model)
-            model_spec = ModelSpec(_loadable(model), device, dtype, cache)
+            model_spec = ModelSpec(for_workers(model), device, dtype, cache)
             for j, (task, spec) in enumerate(zip(tasks, specs, strict=True)):
                 path = result_path(out, meta, spec.name)
                 if is_finished(path, task):

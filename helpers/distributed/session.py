@@ -88,7 +88,7 @@ class RayCluster:
     start_seconds: float
 
 
-def check_executor(executor: str, ray_address: str) -> None:
+def check_executor(executor: str, ray_address: str, cache_dir: str | None = None) -> None:
     """Check the ``executor`` and ``ray_address`` parameters before anything runs.
 
     Args:
@@ -96,6 +96,9 @@ def check_executor(executor: str, ray_address: str) -> None:
         ray_address: ``""`` (start Ray on this machine), ``"auto"`` (join the cluster this
             machine belongs to), ``"ray://host:port"`` (Ray client) or ``"host:port"`` (a
             cluster's GCS address); only with ``executor="ray"``.
+        cache_dir: for a run whose Ray workers hand their vectors over through the
+            embedding cache (notebook 1): the cache folder, which ``executor="ray"``
+            needs (``""``: an error); None: not checked.
 
     Raises:
         ValueError: naming the parameter and what was expected.
@@ -116,6 +119,12 @@ def check_executor(executor: str, ray_address: str) -> None:
         raise ValueError(
             f"ray_address: {ray_address!r} was given with executor 'local', which does not "
             "use Ray; set executor='ray' to run on that cluster, or leave ray_address empty"
+        )
+    if executor == "ray" and cache_dir is not None and not cache_dir:
+        raise ValueError(
+            "cache_dir: executor 'ray' needs the embedding cache (the workers write the "
+            "corpus vectors into it), got ''; give a folder every node sees, e.g. "
+            "'results/cache'"
         )
 
 
@@ -221,6 +230,17 @@ def shutdown(cluster: RayCluster) -> None:
         import ray
 
         ray.shutdown()
+
+
+def for_workers(model: str) -> str:
+    """A model's name as a Ray worker loads it: a local folder as an absolute path (a
+    worker's working directory may differ from the driver's), anything else as given.
+
+    Args:
+        model: hub id, local folder, or the embedded default's name.
+    """
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def _alive_nodes() -> list[dict[str, str]]:

@@ -486,8 +486,8 @@ def tune_index(
                 f"{winner.search_params or 'defaults'} reaches recall@{k} {winner.recall:.4f} "
                 f"at {winner.speedup_vs_flat:.1f}x Flat"
                 if winner
-                else f"best recall@{k} {top.recall:.4f} ({top.search_params}) before it "
-                "was slower than the best so far"
+                else f"no setting reached the target (best recall@{k} {top.recall:.4f} "
+                f"with {top.search_params})"
             )
         )
         if winner is not None and winner.queries_per_s > best.queries_per_s:

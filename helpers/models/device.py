@@ -146,7 +146,7 @@ def cpu_bf16_support() -> str | None:
 
     Native means AMX (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``), the instructions
     oneDNN's bfloat16 kernels use: a 2048 x 2048 matmul runs about 2.4 times as fast as in
-    float32 with AVX512-BF16 (2 AMD EPYC cores) and about 6 times with AMX. Without them
+    float32 with AVX512-BF16 (2 AMD EPYC cores, ``benchmarks/README.md``). Without them
     torch computes bfloat16 by conversion, usually slower than float32. Read from
     ``/proc/cpuinfo``'s flags; where there is none (not Linux, or not x86) from torch's
     own CPU detection (``torch.cpu._is_amx_tile_supported``,

@@ -138,8 +138,8 @@ def load_encoder(
         dtype: what the model runs in, whatever dtype its checkpoint is stored in:
             ``"float32"`` (None: float32, or float16 with ``use_fp16``), ``"bfloat16"``
             on a GPU that has it or a CPU with AMX or AVX512-BF16 (faster than float32
-            there: all-MiniLM-L6-v2 3.4 times with AMX; cosines to the float32 vectors
-            above 0.9999), or ``"float16"`` on a GPU only. The vectors are pooled and
+            there; cosines to the float32 vectors above 0.9999), or ``"float16"`` on a
+            GPU only. The vectors are pooled and
             normalised in float32 in every dtype.
 
     Returns:

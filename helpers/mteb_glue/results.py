@@ -336,7 +336,7 @@ REPRODUCTION_CAUSES = (
     (
         "the dtype the model ran in (the dtype parameter; settings.dtype in the cache entry): "
         "bfloat16 or float16 instead of float32 moves a score by about 1e-4 "
-        "(all-MiniLM-L6-v2 on STSBenchmark: 0.82050 in bfloat16, 0.82033 in float32)"
+        "(all-MiniLM-L6-v2 on STSBenchmark: 0.820496 in bfloat16, 0.820325 in float32)"
     ),
     "maximum sequence length (truncation)",
 )
@@ -389,7 +389,8 @@ PUBLISHED_SUFFIX = " (published)"
 
 MISSING_REASONS = ("failed", "stale", "no result")
 """Why a model has no score for a task in :func:`leaderboard`, in the order shown: failed
-in this run, its result comes from other data, or no result file."""
+in this run, its result comes from other data, or no counted score (no result file, or
+none on the evaluation split(s))."""
 
 
 def _task_order(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
