@@ -60,7 +60,11 @@ regen: install ## re-execute the committed notebooks in place (the nbval referen
 	done
 
 bench: install ## the CPU benchmarks (each prints one JSON object as its last line)
-	$(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu --passages 1024
+	$(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu --passages 1024 --char-sort
+	@why=$$($(BIN)/python -c "from helpers.models import cpu_bf16_support as s; print(s() or '')"); \
+	if [ -z "$$why" ]; then $(QUIET) $(BIN)/python benchmarks/encode_throughput.py --device cpu \
+	  --dtype bfloat16 --rounds 3 --matmul --profile --char-sort; \
+	else echo "encode_throughput in bfloat16 skipped: $$why"; fi
 	$(QUIET) $(BIN)/python benchmarks/pipeline_feed.py --passages 20000
 	$(QUIET) $(BIN)/python benchmarks/cache_rerun.py
 	$(QUIET) $(BIN)/python benchmarks/search_scale.py --sizes 100000 1000000 --target-recall 0.99

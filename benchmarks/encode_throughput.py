@@ -5,7 +5,9 @@ repeated to reach ``--passages``), at the same batch size and dtype (``--dtype``
 float16 on a GPU, float32 on the CPU):
 
 * raw: the forward pass (plus pooling and normalisation) alone, on batches tokenised,
-  padded, length-sorted, pinned and moved to the device beforehand: the model's limit;
+  padded, sorted as the pipeline sorts them (by token count when it tokenises in line, as
+  on the CPU; by characters with tokenising threads), pinned and moved to the device
+  beforehand: the model's limit;
 * ours: ``helpers.models.load_encoder(backend="pipeline").encode_corpus`` (what the
   notebooks and the MTEB glue use), tokenising included;
 * ours through the embedding cache, first run (chunks written as encoding goes) and re-run;
@@ -36,8 +38,9 @@ Options that try other ways to run the forward pass, each a row of ``forward_var
 rounds as that float32 forward pass):
 
 * ``--batch-sizes 16 32 128``: other batch sizes;
-* ``--token-sort``: batches of texts sorted by their token count (what the model sees)
-  rather than by characters (what the pipeline sorts by), with less padding;
+* ``--char-sort``: batches of texts sorted by characters (what the pipeline does with
+  tokenising threads) rather than by token count (what it does in line, on the CPU);
+  more padding, for the comparison;
 * ``--attention eager sdpa``: transformers' attention implementations;
 * ``--compile``: ``torch.compile`` (inductor; ``--compile freezing`` also freezes the
   weights, which on a CPU pre-packs them for oneDNN); the first pass, compiling, is timed
@@ -121,22 +124,27 @@ class Batches:
         return self.padded / max(1, self.tokens)
 
 
-def length_order(texts: list[str]) -> np.ndarray:
-    """The pipeline's order: longest text (in characters) first."""
+def pipeline_sort(pipeline: Any) -> str:
+    """How ``pipeline`` orders a part's texts: "tokens" in line, "chars" with threads."""
+    return "chars" if pipeline.workers else "tokens"
+
+
+def length_order(pipeline: Any, texts: list[str], sort: str | None = None) -> np.ndarray:
+    """Longest text first, by token count (``sort="tokens"``) or by characters
+    (``"chars"``); by default as ``pipeline`` orders them."""
+    if (sort or pipeline_sort(pipeline)) == "tokens":
+        lengths = [len(e.ids) for e in pipeline.tokenizer.encode_batch(texts)]
+        return np.argsort([-n for n in lengths], kind="stable")
     return np.argsort([-len(t) for t in texts], kind="stable")
 
 
 def prepare_batches(
-    pipeline: Any, texts: list[str], device: str, batch_size: int, sort: str = "chars"
+    pipeline: Any, texts: list[str], device: str, batch_size: int, sort: str | None = None
 ) -> Batches:
-    """``texts`` tokenised and padded in batches of ``batch_size``, longest first, as the
-    pipeline batches them (``sort="chars"``: by characters) or by token count
-    (``sort="tokens"``), moved to ``device``."""
-    if sort == "tokens":
-        lengths = [len(e.ids) for e in pipeline.tokenizer.encode_batch(texts)]
-        order = np.argsort([-n for n in lengths], kind="stable")
-    else:
-        order = length_order(texts)
+    """``texts`` tokenised and padded in batches of ``batch_size``, longest first, in
+    ``pipeline``'s own order or the one ``sort`` names (see :func:`length_order`), moved
+    to ``device``."""
+    order = length_order(pipeline, texts, sort)
     tensors, starts = [], []
     tokens = padded = 0
     for start in range(0, len(texts), batch_size):
@@ -321,29 +329,6 @@ def onednn_linear(model: Any, rows_hint: int) -> Any:
     return clone
 
 
-def token_sorted(pipeline: Any) -> Any:
-    """A shallow copy of ``pipeline`` that batches each part's texts by token count (most
-    first) instead of characters: the part is tokenised once up front to sort it (and
-    again batch by batch, as before), a prototype of that change to the pipeline."""
-    clone = copy.copy(pipeline)
-    encode = getattr(clone.tokenizer, "encode_batch_fast", clone.tokenizer.encode_batch)
-
-    def batches(parts: Any) -> Iterator[tuple[int, np.ndarray, list[str]]]:
-        for number, part in enumerate(parts):
-            texts = list(part)
-            if not texts:
-                yield number, np.zeros(0, dtype=np.int64), []
-                continue
-            lengths = [len(e.ids) for e in encode(texts)]
-            order = np.argsort([-n for n in lengths], kind="stable")
-            for start in range(0, len(texts), clone.batch_size):
-                rows = order[start : start + clone.batch_size]
-                yield number, rows, [texts[i] for i in rows]
-
-    clone._batches = batches
-    return clone
-
-
 def forward_variants(
     args: argparse.Namespace,
     texts: list[str],
@@ -363,6 +348,8 @@ def forward_variants(
     cache: dict[tuple[int, str], Batches] = {}
     rows: list[dict[str, Any]] = []
 
+    own = pipeline_sort(base)
+
     def batches(batch_size: int, sort: str) -> Batches:
         if (batch_size, sort) not in cache:
             cache[(batch_size, sort)] = prepare_batches(base, texts, args.device, batch_size, sort)
@@ -372,7 +359,7 @@ def forward_variants(
         name: str,
         pipeline: Any,
         batch_size: int,
-        sort: str = "chars",
+        sort: str = own,
         setting: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
         **extra: Any,
     ) -> None:
@@ -396,22 +383,9 @@ def forward_variants(
     for size in args.batch_sizes or []:
         if size != args.batch_size:
             add(f"{dtype} batch {size}", base, size)
-    if args.token_sort:
+    if args.char_sort:
         for size in sorted({args.batch_size, *(args.batch_sizes or [])}):
-            add(f"{dtype} batch {size} token-sorted", base, size, "tokens")
-        # the pipeline itself (tokenising included), batching by token count
-        prototype = token_sorted(base)
-        lengths = [len(e.ids) for e in base.tokenizer.encode_batch(texts)]
-        order = np.argsort([-n for n in lengths], kind="stable")
-        size = slice_size or len(texts)
-        steps: list[Callable[[], Any]] = [
-            functools.partial(prototype.encode, [texts[i] for i in order[s : s + size]])
-            for s in range(0, len(texts), size)
-        ]
-        steps[0]()  # warm-up
-        name = f"pipeline {dtype} batch {args.batch_size} token-sorted (prototype)"
-        timings[name] = Timing(steps)
-        rows.append({"variant": name, "dtype": dtype, "batch_size": args.batch_size})
+            add(f"{dtype} batch {size} sorted by characters", base, size, "chars")
     for implementation in args.attention or []:
         add(
             f"{dtype} attention {implementation}",
@@ -420,26 +394,21 @@ def forward_variants(
             attention=implementation,
         )
     for mode in args.compile or []:
-        sort = "tokens" if args.token_sort else "chars"
         try:
             add(
-                f"{dtype} torch.compile {mode}" + (" token-sorted" if args.token_sort else ""),
+                f"{dtype} torch.compile {mode}",
                 with_model(base, compiled(base.model)),
                 args.batch_size,
-                sort,
                 setting=functools.partial(inductor_freezing, mode == "freezing"),
                 compile=mode,
             )
         except Exception as err:  # noqa: BLE001 - a failed compile is a result to report
             rows.append({"variant": f"{dtype} torch.compile {mode}", "error": repr(err)[:300]})
     if args.onednn_linear:
-        sort = "tokens" if args.token_sort else "chars"
         add(
-            f"{dtype} oneDNN linear (packed, bias and GELU fused)"
-            + (" token-sorted" if args.token_sort else ""),
+            f"{dtype} oneDNN linear (packed, bias and GELU fused)",
             with_model(base, onednn_linear(base.model, args.batch_size * 128)),
             args.batch_size,
-            sort,
         )
     if args.fp32_bf16_matmul:
         add(
@@ -546,7 +515,7 @@ def main() -> None:
         "a CPU, 0 on a GPU",
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="forward pass: batch sizes")
-    parser.add_argument("--token-sort", action="store_true", help="forward pass: by tokens")
+    parser.add_argument("--char-sort", action="store_true", help="forward pass: by characters")
     parser.add_argument("--attention", nargs="+", help="forward pass: e.g. eager sdpa")
     parser.add_argument(
         "--compile", nargs="*", choices=["default", "freezing"], help="forward pass: compiled"
@@ -596,7 +565,7 @@ def main() -> None:
     # the rates compared with each other, measured in interleaved rounds, slice by slice
     slice_size = args.slice if args.slice is not None else (0 if gpu else 256)
     slice_size = -(-slice_size // args.batch_size) * args.batch_size  # whole batches
-    order = length_order(texts)
+    order = length_order(pipeline, texts)
     slices = [order[s : s + (slice_size or count)] for s in range(0, count, slice_size or count)]
     batches = prepare_batches(pipeline, texts, args.device, args.batch_size)
     with torch.inference_mode():

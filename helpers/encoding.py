@@ -6,8 +6,10 @@ tokenising with the transformers tokenizer runs at a few thousand per second per
 and ``SentenceTransformer.encode`` tokenises in the same thread as the forward pass, so
 the GPU waits. This pipeline:
 
-1. sorts the texts by length (longest first, like sentence-transformers), so a batch
-   holds texts of similar length and little padding;
+1. sorts the texts by length, longest first, so a batch holds texts of similar length
+   and little padding: by token count when it tokenises in line (``workers=0``, the
+   CPU's setting: each part is tokenised once, then sorted), by characters otherwise
+   (like sentence-transformers), so that tokenising can run in threads ahead of the GPU;
 2. tokenises each batch with the model's Rust tokenizer (``tokenizers``, which releases
    the GIL) in a pool of ``workers`` threads, ahead of the GPU, across chunk boundaries;
 3. builds the padded ``input_ids`` and ``attention_mask`` with numpy, pins them in page-
@@ -22,7 +24,10 @@ tokenizer. :func:`unsupported_reason` names what else falls back to
 ``SentenceTransformer.encode``.
 
 On a CPU the forward pass is the limit and ``workers=0`` tokenises in line (threads
-would take cores from the forward pass).
+would take cores from the forward pass). Sorting by tokens rather than characters there
+cuts the padding of MS MARCO passages in batches of 64 from 43% to 9% and raised
+all-MiniLM-L6-v2's float32 rate by about 1.5x (``benchmarks/README.md``); the vectors
+differ from character-sorted batches by float rounding only (at most 2e-7 here).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ logger = logging.getLogger(__name__)
 POOLING_MODES = ("mean", "cls", "max")
 SPILL = 64  # batches kept on the device before they are copied to the host
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class TokenIds(list):  # type: ignore[type-arg]
+    """A batch already tokenised: one list of token ids per text (not padded)."""
 
 
 class PipelineUnsupported(ValueError):
@@ -219,10 +228,17 @@ class EncodingPipeline:
     def tokenize(self, texts: Sequence[str]) -> tuple[Any, Any]:
         """``(input_ids, attention_mask)`` as int64 tensors padded to the longest text
         (pinned when the model is on a GPU). Thread-safe; the Rust part runs without the GIL."""
+        return self._pad(self._token_ids(texts))
+
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, truncated to ``max_length``, not padded."""
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return [encoding.ids for encoding in encode(list(texts))]
+
+    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        """``sequences`` as :meth:`tokenize` returns them: padded int64 tensors."""
         import torch
 
-        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        sequences = [encoding.ids for encoding in encode(list(texts))]
         lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
         width = int(lengths.max()) if len(sequences) else 0
         mask = np.arange(width) < lengths[:, None]
@@ -291,7 +307,9 @@ class EncodingPipeline:
                 return False
             part, rows, texts = item
             job: Future[Any] | tuple[Any, Any] | None = None
-            if texts:
+            if isinstance(texts, TokenIds):  # tokenised with its part, to sort it
+                job = self._pad(texts)
+            elif texts:
                 job = pool.submit(self.tokenize, texts) if pool else self.tokenize(texts)
             pending.append((part, rows, job))
             return True
@@ -325,18 +343,27 @@ class EncodingPipeline:
 
     def _batches(
         self, parts: Iterable[Sequence[str]]
-    ) -> Iterator[tuple[int, np.ndarray, list[str]]]:
-        """(part number, rows of the batch within its part, texts), longest texts first;
-        an empty part is one empty batch, so every part number appears in turn."""
+    ) -> Iterator[tuple[int, np.ndarray, list[str] | TokenIds]]:
+        """(part number, rows of the batch within its part, its texts or, tokenising in
+        line, their token ids), longest first: by token count in line, by characters with
+        worker threads (see the module's notes). An empty part is one empty batch, so every
+        part number appears in turn."""
         for number, part in enumerate(parts):
             texts = list(part)
             if not texts:
                 yield number, np.zeros(0, dtype=np.int64), []
                 continue
-            order = np.argsort([-len(text) for text in texts], kind="stable")
+            if self.workers:
+                order = np.argsort([-len(text) for text in texts], kind="stable")
+                for start in range(0, len(texts), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    yield number, rows, [texts[i] for i in rows]
+                continue
+            sequences = self._token_ids(texts)
+            order = np.argsort([-len(ids) for ids in sequences], kind="stable")
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                yield number, rows, [texts[i] for i in rows]
+                yield number, rows, TokenIds(sequences[i] for i in rows)
 
     def _to_host(self, outputs: list[tuple[np.ndarray, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Batches on the device -> (their rows, their vectors as one float32 array)."""
