@@ -8,8 +8,9 @@ the GPU waits. This pipeline:
 
 1. sorts the texts by length, longest first, so a batch holds texts of similar length
    and little padding: by token count when it tokenises in line (``workers=0``, the
-   CPU's setting: each part is tokenised once, then sorted), by characters otherwise
-   (like sentence-transformers), so that tokenising can run in threads ahead of the GPU;
+   CPU's setting: each part is tokenised once, then sorted, 4,096 texts at a time), by
+   characters otherwise (like sentence-transformers), so that tokenising can run in
+   threads ahead of the GPU;
 2. tokenises each batch with the model's Rust tokenizer (``tokenizers``, which releases
    the GIL) in a pool of ``workers`` threads, ahead of the GPU, across chunk boundaries;
 3. builds the padded ``input_ids`` and ``attention_mask`` with numpy, pins them in page-
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max")
 SPILL = 64  # batches kept on the device before they are copied to the host
+SORT_WINDOW = 4096  # texts tokenised and sorted together in line: bounds a long part's memory
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -345,9 +347,10 @@ class EncodingPipeline:
         self, parts: Iterable[Sequence[str]]
     ) -> Iterator[tuple[int, np.ndarray, list[str] | TokenIds]]:
         """(part number, rows of the batch within its part, its texts or, tokenising in
-        line, their token ids), longest first: by token count in line, by characters with
-        worker threads (see the module's notes). An empty part is one empty batch, so every
-        part number appears in turn."""
+        line, their token ids), longest first: by token count in line (within windows of
+        :data:`SORT_WINDOW` texts, so a long part's token ids are never all in memory), by
+        characters with worker threads (see the module's notes). An empty part is one empty
+        batch, so every part number appears in turn."""
         for number, part in enumerate(parts):
             texts = list(part)
             if not texts:
@@ -359,11 +362,12 @@ class EncodingPipeline:
                     rows = order[start : start + self.batch_size]
                     yield number, rows, [texts[i] for i in rows]
                 continue
-            sequences = self._token_ids(texts)
-            order = np.argsort([-len(ids) for ids in sequences], kind="stable")
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                yield number, rows, TokenIds(sequences[i] for i in rows)
+            for begin in range(0, len(texts), SORT_WINDOW):  # a window at a time
+                sequences = self._token_ids(texts[begin : begin + SORT_WINDOW])
+                order = np.argsort([-len(ids) for ids in sequences], kind="stable")
+                for start in range(0, len(sequences), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    yield number, rows + begin, TokenIds(sequences[i] for i in rows)
 
     def _to_host(self, outputs: list[tuple[np.ndarray, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Batches on the device -> (their rows, their vectors as one float32 array)."""

@@ -97,6 +97,24 @@ def test_batches_in_line_are_sorted_by_tokens_with_threads_by_characters(st, cor
     assert padded(rows) < 0.9 * padded(by_chars)  # measured: about 0.8 on these passages
 
 
+def test_a_long_part_is_sorted_window_by_window(st, corpus_texts, monkeypatch):
+    import helpers.encoding as E
+
+    monkeypatch.setattr(E, "SORT_WINDOW", 50)  # 130 texts: windows of 50, 50 and 30
+    texts = corpus_texts[:130]
+    pipeline = EncodingPipeline(st, batch_size=16, workers=0)
+    batches = list(pipeline._batches([texts]))
+    rows = np.concatenate([r for _, r, _ in batches])
+    assert sorted(rows) == list(range(130))
+    for begin in (0, 50, 100):  # each window's rows come together, longest first
+        window = rows[begin : begin + 50]
+        assert sorted(window) == list(range(begin, min(begin + 50, 130)))
+        lengths = [len(st.tokenizer(texts[i], truncation=True)["input_ids"]) for i in window]
+        assert lengths == sorted(lengths, reverse=True)
+    ref = st.encode(texts, batch_size=16, normalize_embeddings=True)
+    np.testing.assert_allclose(pipeline.encode(texts), ref, atol=2e-6)
+
+
 @pytest.mark.parametrize("mode", ["cls", "max"])
 def test_other_pooling_modes_equal_sentence_transformers(st, mode):
     from sentence_transformers import SentenceTransformer
