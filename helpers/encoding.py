@@ -27,7 +27,7 @@ tokenizer. :func:`unsupported_reason` names what else falls back to
 On a CPU the forward pass is the limit and ``workers=0`` tokenises in line (threads
 would take cores from the forward pass). Sorting by tokens rather than characters there
 cuts the padding of MS MARCO passages in batches of 64 from 43% to 9% and raised
-all-MiniLM-L6-v2's float32 rate by about 1.5x (``benchmarks/README.md``); the vectors
+all-MiniLM-L6-v2's float32 rate by 1.34x (``benchmarks/README.md``); the vectors
 differ from character-sorted batches by float rounding only (at most 2e-7 here).
 """
 

@@ -148,8 +148,9 @@ class SentenceTransformerEncoder(EncoderBase):
 
 @dataclass
 class PipelineEncoder(SentenceTransformerEncoder):
-    """The helpers' pipeline (:mod:`helpers.encoding`): tokenisation in worker threads
-    overlapped with the forward pass, length-sorted batches, pinned memory; the same
+    """The helpers' pipeline (:mod:`helpers.encoding`): length-sorted batches (by token
+    count on the CPU, where it tokenises in line), tokenisation in worker threads
+    overlapped with the forward pass on a GPU, pinned memory; the same
     vectors as sentence-transformers. A model the pipeline cannot reproduce, or several
     devices, go through ``SentenceTransformer.encode`` (logged)."""
 
