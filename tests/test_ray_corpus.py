@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -357,6 +358,16 @@ def test_a_worker_rebuilds_the_drivers_encoder_on_its_device():
         ("cuda:0",), "float16", 128, 3,
     )  # fmt: skip
     assert (spec.query_instruction, spec.normalize, spec.show_progress) == ("q: ", None, False)
+
+
+def test_workers_tokenise_in_line_when_the_driver_does():
+    """In line the pipeline batches by token count, with threads by characters: a GPU
+    worker follows the driver, so its chunks are the ones the driver would write."""
+    model = _fake(device="cuda:0", devices=["cuda:0"], path="/models/m", normalize=None)
+    model.pipeline = SimpleNamespace(workers=0)
+    assert C.worker_spec(model, "cuda:0", 3).workers == 0
+    model.pipeline = SimpleNamespace(workers=4)
+    assert C.worker_spec(model, "cuda:0", 3).workers == 3
 
 
 def test_a_fingerprint_difference_names_only_the_settings_that_differ():

@@ -105,7 +105,10 @@ def worker_spec(encoder: EncoderBase, device: str, workers: int) -> EncoderSpec:
         encoder: the driver's encoder (the one a :class:`~helpers.models.CachingEncoder`
             wraps).
         device: the worker's device (``"cpu"``, or ``"cuda:0"``: the GPU Ray gives it).
-        workers: the pipeline's tokenising threads (they do not change the vectors).
+        workers: the pipeline's tokenising threads for a worker that tokenises in
+            threads (a GPU). When the driver's pipeline tokenises in line (0 threads), so
+            do the workers: in line it batches by token count, with threads by characters,
+            and the vectors would differ from the driver's by rounding.
 
     Returns:
         The spec for :func:`helpers.models.build_encoder`.
@@ -121,7 +124,7 @@ def worker_spec(encoder: EncoderBase, device: str, workers: int) -> EncoderSpec:
         query_instruction=encoder.query_instruction,
         batch_size=encoder.batch_size,
         show_progress=False,
-        workers=workers,
+        workers=0 if getattr(getattr(encoder, "pipeline", None), "workers", None) == 0 else workers,
         normalize=encoder.normalize,
     )
 
